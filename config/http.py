@@ -1,0 +1,142 @@
+"""The JSON API's shared pieces: one error shape, strict body parsing, token auth.
+
+Every failure a client can cause is an `ApiError` with a stable code; views
+raise it and `DatabaseErrorMiddleware` turns it into a response.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from config.breaker import DatabaseUnavailable
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def error_response(status: int, code: str, message: str, headers: dict | None = None, **extra: Any) -> JsonResponse:
+    body = {"error": {"code": code, "message": message, **extra}}
+    return JsonResponse(body, status=status, headers=headers)
+
+
+def unavailable_response(alias: str, retry_after: float = 1.0) -> JsonResponse:
+    return error_response(
+        503, "database_unavailable", f"database {alias!r} is unavailable, try again shortly",
+        headers={"Retry-After": str(max(int(retry_after + 0.999), 1))}, database=alias,
+    )
+
+
+def json_body(request: HttpRequest, *, required: set[str], optional: set[str] = frozenset()) -> dict[str, Any]:
+    """Parse a JSON object body: 400 for malformed JSON, missing or unknown fields; 413 for oversized."""
+    if len(request.body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raise ApiError(413, "payload_too_large", f"body larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
+    try:
+        data = json.loads(request.body or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_request", "body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_request", "body must be a JSON object")
+    missing = sorted(required - data.keys())
+    if missing:
+        raise ApiError(400, "invalid_request", f"missing field(s): {', '.join(missing)}", fields=missing)
+    unknown = sorted(data.keys() - required - set(optional))
+    if unknown:
+        raise ApiError(400, "invalid_request", f"unknown field(s): {', '.join(unknown)}", fields=unknown)
+    return data
+
+
+def require_int(data: dict, name: str, *, minimum: int | None = None) -> int:
+    value = data.get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, "invalid_request", f"{name} must be an integer", field=name)
+    if minimum is not None and value < minimum:
+        raise ApiError(400, "invalid_request", f"{name} must be at least {minimum}", field=name)
+    return value
+
+
+def require_str(data: dict, name: str, *, max_length: int, allow_empty: bool = False) -> str:
+    value = data.get(name)
+    if not isinstance(value, str):
+        raise ApiError(400, "invalid_request", f"{name} must be a string", field=name)
+    value = value.strip() if not allow_empty else value
+    if not value and not allow_empty:
+        raise ApiError(400, "invalid_request", f"{name} must not be empty", field=name)
+    if len(value) > max_length:
+        raise ApiError(400, "invalid_request", f"{name} is longer than {max_length} characters", field=name)
+    return value
+
+
+def token_required(view: Callable | None = None, *, staff: bool = False):
+    """`Authorization: Token <key>`: 401 not_authenticated without a valid key, 403 forbidden for non-staff."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(request, *args, **kwargs):
+            from audit.services import api_token_authenticate
+
+            header = request.headers.get("Authorization", "")
+            scheme, _, key = header.partition(" ")
+            user = api_token_authenticate(key=key.strip()) if scheme == "Token" and key.strip() else None
+            if user is None:
+                return error_response(401, "not_authenticated", "a valid 'Authorization: Token <key>' header is required")
+            if staff and not user.is_staff:
+                return error_response(403, "forbidden", "staff only")
+            request.api_user = user
+            return func(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate(view) if view is not None else decorate
+
+
+def methods(**handlers: Callable) -> Callable:
+    """One URL, a view per method; 405 with the error shape for any other method."""
+
+    def dispatch(request, *args, **kwargs):
+        handler = handlers.get(request.method.lower())
+        if handler is None:
+            allowed = ", ".join(sorted(m.upper() for m in handlers))
+            response = error_response(405, "method_not_allowed", f"allowed: {allowed}")
+            response["Allow"] = allowed
+            return response
+        return handler(request, *args, **kwargs)
+
+    dispatch.csrf_exempt = True
+    return dispatch
+
+
+def not_found(request, exception=None) -> HttpResponse:
+    return error_response(404, "not_found", "no such endpoint")
+
+
+def server_error(request) -> HttpResponse:
+    """Last resort: a database fault anywhere still gets a 503 naming the alias, never a 500."""
+    import sys
+
+    response = response_for_database_error(sys.exc_info()[1])
+    return response or error_response(500, "internal_error", "unexpected error")
+
+
+def response_for_database_error(exc: BaseException | None) -> HttpResponse | None:
+    from django.db import DatabaseError, InterfaceError, OperationalError
+
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+    if isinstance(exc, DatabaseUnavailable):
+        return unavailable_response(exc.alias, exc.retry_after)
+    alias = getattr(exc, "db_alias", None)
+    if alias and isinstance(exc, (OperationalError, InterfaceError)):
+        return unavailable_response(alias)
+    if alias and isinstance(exc, DatabaseError) and getattr(exc.__cause__, "sqlstate", "") == "57014":
+        return unavailable_response(alias)
+    return None

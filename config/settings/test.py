@@ -1,0 +1,5 @@
+"""Test settings: production settings with a fast password hasher."""
+from config.settings.base import *  # noqa: F401,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+AXES_ENABLED = False  # enabled again by the tests about login throttling
