@@ -72,6 +72,8 @@ GLOBAL_VARS: list[Var] = [
     Var("JOBS_DATABASE_STATEMENT_TIMEOUT_MS", "int", 600000, help="longest statement of a long job (0 = none)"),
     Var("DATABASE_BREAKER_FAILURES", "int", 3, help="connection failures in a row that open an alias's breaker"),
     Var("DATABASE_BREAKER_OPEN_SECONDS", "float", 2.0, help="seconds an open breaker refuses before one probe"),
+    Var("DATABASE_POOL_DISABLED", "bool", False,
+        help="true = no pools, a new connection per request (benchmarks only; never in production)"),
     Var("DJANGO_SECRET_KEY", "str", required=True, help="long random string"),
     Var("DJANGO_DEBUG", "bool", False),
     Var("DJANGO_ALLOWED_HOSTS", "list", ["127.0.0.1", "localhost"]),
@@ -253,6 +255,11 @@ def build(values: dict[str, Any]) -> tuple[dict[str, dict], dict[str, AliasInfo]
                 "TEST": {"MIRROR": domain.alias},
             }
             aliases[rep_alias] = AliasInfo(rep_alias, domain.alias, "replica", rep_label, web_max, pooler)
+    if values["DATABASE_POOL_DISABLED"]:
+        # The connect-per-request baseline of bench/: CONN_MAX_AGE stays 0, so
+        # without a pool Django opens and closes a connection for every request.
+        for entry in databases.values():
+            entry["OPTIONS"].pop("pool", None)
     return databases, aliases
 
 

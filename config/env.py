@@ -32,9 +32,9 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def read_dotenv() -> None:
+def read_dotenv(path: Path | None = None) -> None:
     """Load `.env` from the project root; real environment variables win."""
-    path = BASE_DIR / ".env"
+    path = path or BASE_DIR / ".env"
     if path.is_file():
         environ.Env.read_env(str(path), overwrite=False)
 
@@ -61,7 +61,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 def parse(var: Var, raw: str | None) -> Any:
     """Parse one raw value; raise ConfigError naming the variable on bad input."""
-    if raw is None or (raw == "" and var.kind not in ("str", "list")):
+    if raw is None or raw.strip() == "":
         if var.required:
             raise ConfigError(f"{var.name} is required but not set ({var.help})")
         return var.default

@@ -76,6 +76,21 @@ def require_str(data: dict, name: str, *, max_length: int, allow_empty: bool = F
     return value
 
 
+def token_optional(request: HttpRequest):
+    """The user of the `Authorization: Token` header, None without the header; 401 when the header is not valid
+    (a client that sends a bad key should hear so, not silently get the anonymous answer)."""
+    from audit.services import api_token_authenticate
+
+    header = request.headers.get("Authorization", "")
+    if not header:
+        return None
+    scheme, _, key = header.partition(" ")
+    user = api_token_authenticate(key=key.strip()) if scheme == "Token" and key.strip() else None
+    if user is None:
+        raise ApiError(401, "not_authenticated", "the 'Authorization: Token <key>' header is not valid")
+    return user
+
+
 def token_required(view: Callable | None = None, *, staff: bool = False):
     """`Authorization: Token <key>`: 401 not_authenticated without a valid key, 403 forbidden for non-staff."""
 

@@ -23,6 +23,7 @@ class ProbeResult:
     ms: float | None = None
     tls: bool | None = None
     error: str = ""
+    rows: list[tuple] | None = None  # result of `sql`, when asked for
 
 
 def connect_kwargs(alias: str, *, direct: bool = False) -> dict:
@@ -46,7 +47,8 @@ def clean_error(exc: BaseException, password: str | None = None) -> str:
     return text
 
 
-def probe(alias: str, timeout: float | None = None) -> ProbeResult:
+def probe(alias: str, timeout: float | None = None, sql: str | None = None) -> ProbeResult:
+    """`SELECT 1` within the deadline; then `sql`, if given, on the same connection (boot reads limits so)."""
     sd = connections[alias].settings_dict
     result = ProbeResult(alias, f"{sd['HOST']}:{sd['PORT'] or 5432}", sd["NAME"], ok=False)
     params = connect_kwargs(alias)
@@ -57,6 +59,8 @@ def probe(alias: str, timeout: float | None = None) -> ProbeResult:
         with psycopg.connect(**params, autocommit=True) as conn:
             check_with_deadline(conn, deadline, b"SELECT 1")
             result.tls = bool(conn.pgconn.ssl_in_use)
+            if sql:
+                result.rows = conn.execute(sql).fetchall()
         result.ok = True
     except Exception as exc:  # any failure is a result, reported by alias
         result.error = clean_error(exc, sd.get("PASSWORD"))

@@ -50,3 +50,20 @@ def manage(*args: str, env: dict | None = None, timeout: float = 60, **kwargs) -
     """Run `manage.py` as a user would, in a fresh process."""
     return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env or project_env(),
                           capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture
+def make_cluster():
+    """Factory for throwaway clusters, destroyed at the end of the test: `make_cluster("shared")`."""
+    from tests.pgcluster import PgCluster
+
+    made: list[PgCluster] = []
+
+    def make(name: str = "pg", **kwargs) -> PgCluster:
+        cluster = PgCluster(name, **kwargs).start()
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in reversed(made):
+        cluster.destroy()

@@ -1,0 +1,714 @@
+#!/usr/bin/env python3
+"""`make bench`: the project side by side with the seed system, in one run.
+
+Brings up fresh bench databases (migrated, 10,000 users, accounts, products,
+posts), then four servers on free ports:
+
+    seed            node app.js of /work/shared/anchors/express-seed (a copy under var/bench)
+    project         gunicorn -c config/gunicorn.conf.py, production settings, pooled
+    project_nopool  the same with DATABASE_POOL_DISABLED=true (a connection per request)
+    bare            gunicorn + bench/bare_wsgi.py: no framework, one psycopg_pool per worker
+
+and measures, alternating the systems inside every round (order rotated per
+round), with wrk and bench/load.lua:
+
+    get_user   GET /api/users/<random id>          seed, project, project_nopool, bare
+    transfer   POST /api/transfer | /api/market/transfers on the same market_account rows
+    mixed      GET /api/blog/posts + /api/market/products/<sku>, peak server connections vs budget
+
+Ratios are taken against the baseline of the same round, then the median
+over rounds. Writes bench/results/<date>.json, docs/benchmarks.md and
+docs/benchmarks.png. Every process started here is stopped on exit, Ctrl-C included.
+
+Knobs (environment): BENCH_DURATION (s per run, 10), BENCH_ROUNDS (3),
+BENCH_CONNECTIONS (16), BENCH_WRK_THREADS (1), BENCH_WARMUP (s, 3), BENCH_USERS
+(10000), BENCH_REUSE_DB (true: keep an already seeded set of bench databases),
+BENCH_WRITE_DOCS (default: only full runs rewrite docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import report  # noqa: E402
+
+VAR = ROOT / "var" / "bench"
+LOGS = VAR / "logs"
+SEED_SRC = Path(os.environ.get("BENCH_SEED_DIR", "/work/shared/anchors/express-seed"))
+SEED_COPY = VAR / "express-seed"
+VENV_BIN = ROOT / ".venv" / "bin"
+PREFIXES = {"SHARED": "bench_shared", "BLOG": "bench_blog", "MARKET": "bench_market"}
+
+SCENARIOS = {
+    # scenario: (systems, the first is the baseline of every ratio)
+    "get_user": ["seed", "project", "project_nopool", "bare"],
+    "transfer": ["seed", "project"],
+    "mixed": ["project"],
+}
+SYSTEM_LABELS = {  # application_name patterns: whose connections the sampler counts
+    "seed": "bench:seed", "bare": "bench:bare", "project": "web:%", "project_nopool": "web:%",
+}
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw.strip() else default
+    except ValueError:
+        sys.exit(f"[bench] {name} must be an integer")
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    return default if not raw else raw in ("1", "true", "yes", "on")
+
+
+DURATION = env_int("BENCH_DURATION", 10)
+ROUNDS = env_int("BENCH_ROUNDS", 3)
+CONNECTIONS = env_int("BENCH_CONNECTIONS", 16)
+WRK_THREADS = env_int("BENCH_WRK_THREADS", 1)
+WARMUP = env_int("BENCH_WARMUP", 3)
+USERS = env_int("BENCH_USERS", 10000)
+ACCOUNTS, PRODUCTS, POSTS = 500, 200, 60
+OPENING_BALANCE_CENTS = 10**12  # transfers move 1 cent: no run can ever hit insufficient_funds
+FULL_RUN = DURATION >= 10 and ROUNDS >= 3
+
+
+def say(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- environment
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, _, value = line.partition("=")
+                values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def configured(name: str, default: str | None = None) -> str | None:
+    """A variable as the project sees it: the environment first, then .env."""
+    return os.environ.get(name) or read_env_file(ROOT / ".env").get(name) or default
+
+
+def bench_urls() -> dict[str, str]:
+    """<P>_DATABASE_URL of the bench databases: the configured servers, other database names."""
+    urls = {}
+    for prefix, name in PREFIXES.items():
+        url = configured(f"{prefix}_DATABASE_URL")
+        if not url:
+            sys.exit(f"[bench] {prefix}_DATABASE_URL is not set (run `make db` first)")
+        urls[prefix] = urlunparse(urlparse(url)._replace(path="/" + name))
+    return urls
+
+
+def with_db(url: str, dbname: str) -> str:
+    return urlunparse(urlparse(url)._replace(path="/" + dbname))
+
+
+def project_env(urls: dict[str, str], **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_POOL_DISABLED", "APP_ROLE")}
+    env.update({f"{p}_DATABASE_URL": u for p, u in urls.items()})
+    env.update(DJANGO_DEBUG="false", DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def topology_values(env: dict[str, str]) -> dict:
+    """The project's own parsed configuration for `env` (workers, threads, pool sizes)."""
+    out = subprocess.run(
+        [str(VENV_BIN / "python"), "-c",
+         "import json; from config.env import read_dotenv; from config import databases as t;"
+         "read_dotenv(); print(json.dumps(t.read_all(), default=str))"],
+        cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"[bench] the project's configuration is refused: {out.stderr.strip()}")
+    return json.loads(out.stdout)
+
+
+# --------------------------------------------------------------------------- processes
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class Procs:
+    started: list[Proc] = field(default_factory=list)
+
+    def start(self, name: str, cmd: list[str], *, env: dict[str, str], cwd: Path = ROOT) -> Proc:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        log = LOGS / f"{name}.log"
+        with log.open("w") as fh:
+            # Own session: a Ctrl-C in the terminal reaches only run.py, which stops these in order.
+            popen = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = Proc(name, popen, log)
+        self.started.append(proc)
+        return proc
+
+    def stop(self, proc: Proc, grace: float = 25.0) -> None:
+        pgid = proc.popen.pid  # start_new_session: the group id is the leader's pid
+        if proc.alive():
+            proc.popen.send_signal(signal.SIGTERM)
+            try:
+                proc.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # workers left behind by a dead master
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        if proc.popen.poll() is None:
+            proc.popen.wait(timeout=5)
+
+    def stop_all(self) -> None:
+        while self.started:
+            proc = self.started.pop()
+            try:
+                self.stop(proc)
+            except Exception as exc:  # keep stopping the others
+                say(f"could not stop {proc.name}: {exc}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body: dict | None = None, token: str | None = None,
+         headers: dict | None = None, timeout: float = 10.0) -> tuple[int, dict | None]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Token {token}")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, None
+
+
+def wait_ready(proc: Proc, url: str, deadline_s: float = 60.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited during start-up:\n{proc.tail()}")
+        try:
+            if http("GET", url, timeout=2.0)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{proc.name} did not answer {url} within {deadline_s:.0f}s:\n{proc.tail()}")
+
+
+# --------------------------------------------------------------------------- databases and data
+
+def server_conn(url: str, dbname: str = "postgres") -> psycopg.Connection:
+    return psycopg.connect(with_db(url, dbname), autocommit=True, connect_timeout=5)
+
+
+def databases_ready(urls: dict[str, str], ids_file: Path) -> bool:
+    if not ids_file.exists():
+        return False
+    try:
+        for url in urls.values():
+            server_conn(url, urlparse(url).path.lstrip("/")).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
+def create_databases(urls: dict[str, str]) -> None:
+    for url in urls.values():
+        name = urlparse(url).path.lstrip("/")
+        with server_conn(url) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    say("created " + ", ".join(PREFIXES.values()))
+
+
+def run_checked(cmd: list[str], env: dict[str, str], what: str) -> str:
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return out.stdout
+
+
+def prepare_seed_copy() -> None:
+    """npm ci into a copy of the read-only seed directory, once per package-lock."""
+    SEED_COPY.mkdir(parents=True, exist_ok=True)
+    changed = False
+    for name in ("app.js", "package.json", "package-lock.json"):
+        src, dst = SEED_SRC / name, SEED_COPY / name
+        if not dst.exists() or dst.read_bytes() != src.read_bytes():
+            shutil.copyfile(src, dst)
+            changed = True
+    stamp = SEED_COPY / "node_modules" / ".bench-installed"
+    if changed or not stamp.exists():
+        say("npm ci in var/bench/express-seed")
+        run_checked(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], dict(os.environ), "npm ci")
+        stamp.touch()
+
+
+def seed_over_api(base: str, token: str) -> dict:
+    """Accounts, products and posts through the project's own API (so the data
+    is whatever the market and blog apps make of it). Returns what was made or
+    why a part is missing."""
+    made: dict = {"accounts": [], "skus": [], "posts": 0, "missing": {}}
+
+    def post(path: str, body: dict) -> tuple[int, dict | None]:
+        return http("POST", base + path, body, token=token)
+
+    def many(fn, n):
+        with ThreadPoolExecutor(max_workers=4) as ex:
+            return list(ex.map(fn, range(n)))
+
+    status, body = post("/api/market/accounts", {"balance_cents": OPENING_BALANCE_CENTS})
+    if status != 201:
+        made["missing"]["market_accounts"] = f"POST /api/market/accounts answered {status}: {body}"
+    else:
+        rest = many(lambda _: post("/api/market/accounts", {"balance_cents": OPENING_BALANCE_CENTS}), ACCOUNTS - 1)
+        bad = [r for r in rest if r[0] != 201]
+        if bad:
+            raise RuntimeError(f"creating accounts: {len(bad)} failed, first {bad[0]}")
+        made["accounts"] = sorted([body["data"]["id"]] + [r[1]["data"]["id"] for r in rest])
+
+    def product(i: int):
+        return post("/api/market/products", {"sku": f"BENCH-{i:05d}", "name": f"Bench product {i}",
+                                             "price_cents": 100 + i, "stock": 1_000_000})
+    status, body = product(0)
+    if status != 201:
+        made["missing"]["market_products"] = f"POST /api/market/products answered {status}: {body}"
+    else:
+        rest = many(lambda i: product(i + 1), PRODUCTS - 1)
+        bad = [r for r in rest if r[0] != 201]
+        if bad:
+            raise RuntimeError(f"creating products: {len(bad)} failed, first {bad[0]}")
+        made["skus"] = [f"BENCH-{i:05d}" for i in range(PRODUCTS)]
+
+    def blog_post(i: int):
+        return post("/api/blog/posts", {"title": f"Bench post {i}", "status": "published",
+                                        "body": "Lorem ipsum dolor sit amet. " * 20})
+    status, body = blog_post(0)
+    if status != 201:
+        made["missing"]["blog_posts"] = f"POST /api/blog/posts answered {status}: {body}"
+    else:
+        rest = many(lambda i: blog_post(i + 1), POSTS - 1)
+        bad = [r for r in rest if r[0] != 201]
+        if bad:
+            raise RuntimeError(f"creating posts: {len(bad)} failed, first {bad[0]}")
+        made["posts"] = POSTS
+    return made
+
+
+# --------------------------------------------------------------------------- connection sampler
+
+class ConnectionSampler(threading.Thread):
+    """Counts server connections of the bench databases every 100 ms, by
+    application_name pattern, from its own connection to the `postgres` db."""
+
+    def __init__(self, url: str, dbnames: list[str]):
+        super().__init__(daemon=True, name="conn-sampler")
+        self.conn = server_conn(url)
+        self.dbnames = dbnames
+        self.lock = threading.Lock()
+        self.pattern: str | None = None
+        self.peak_total = 0
+        self.peak_by_db: dict[str, int] = {}
+        self.stopping = threading.Event()
+
+    def begin(self, pattern: str) -> None:
+        with self.lock:
+            self.pattern, self.peak_total, self.peak_by_db = pattern, 0, {}
+
+    def end(self) -> dict:
+        with self.lock:
+            result = {"total": self.peak_total, "by_database": dict(self.peak_by_db), "pattern": self.pattern}
+            self.pattern = None
+        return result
+
+    def run(self) -> None:
+        query = ("SELECT datname, count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                 "AND datname = ANY(%s) AND application_name LIKE %s GROUP BY datname")
+        while not self.stopping.wait(0.1):
+            with self.lock:
+                pattern = self.pattern
+            if pattern is None:
+                continue
+            try:
+                rows = self.conn.execute(query, (self.dbnames, pattern)).fetchall()
+            except psycopg.Error:
+                continue
+            with self.lock:
+                if self.pattern != pattern:
+                    continue
+                self.peak_total = max(self.peak_total, sum(n for _, n in rows))
+                for db, n in rows:
+                    self.peak_by_db[db] = max(self.peak_by_db.get(db, 0), n)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=2)
+        self.conn.close()
+
+
+# --------------------------------------------------------------------------- wrk
+
+RESULT_LINE = re.compile(r"^BENCH_RESULT (\{.*\})$", re.M)
+_running_wrk: list[subprocess.Popen] = []
+
+
+def wrk(url: str, mode: str, args: list[str], duration: int) -> dict:
+    cmd = ["wrk", "-t", str(WRK_THREADS), "-c", str(CONNECTIONS), "-d", f"{duration}s", "--timeout", "5s",
+           "-s", str(ROOT / "bench" / "load.lua"), url, "--", mode, *args]
+    popen = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    _running_wrk.append(popen)
+    try:
+        out, _ = popen.communicate(timeout=duration + 60)
+    finally:
+        _running_wrk.remove(popen)
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait()
+    match = RESULT_LINE.search(out)
+    if popen.returncode != 0 or not match:
+        raise RuntimeError(f"wrk failed ({popen.returncode}):\n{out[-2000:]}")
+    raw = json.loads(match.group(1))
+    seconds = raw["duration_us"] / 1e6
+    lat = raw["latency_us"]
+    errors = raw["socket_errors"]
+    return {
+        "requests": raw["requests"],
+        "seconds": round(seconds, 2),
+        "rps": round(raw["requests"] / seconds, 1) if seconds else 0.0,
+        "p50_ms": round(lat["p50"] / 1000, 2),
+        "p90_ms": round(lat["p90"] / 1000, 2),
+        "p99_ms": round(lat["p99"] / 1000, 2),
+        "max_ms": round(lat["max"] / 1000, 2),
+        "non2xx": raw["non2xx"],
+        "socket_errors": sum(errors.values()),
+        "socket_error_kinds": {k: v for k, v in errors.items() if v},
+        "bad_sample": raw["bad_sample"] if raw["bad_sample"]["status"] else None,
+    }
+
+
+# --------------------------------------------------------------------------- budget
+
+def connection_budget(env: dict[str, str], values: dict) -> dict:
+    """What the web fleet of this run may hold per database: `manage.py dbbudget
+    --json` when the project has it, else workers x pool max per alias (marked)."""
+    workers, threads = int(values["WEB_CONCURRENCY"]), int(values["WEB_THREADS"])
+    cmd = [str(VENV_BIN / "python"), "manage.py", "dbbudget", "--json", "--instances", "1",
+           "--workers", str(workers), "--threads", str(threads)]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    computed = {name: workers * int(values[f"{prefix}_DATABASE_POOL_MAX_SIZE"]) for prefix, name in PREFIXES.items()}
+    budget = {"source": "computed by bench/run.py: workers x <P>_DATABASE_POOL_MAX_SIZE (dbbudget not available)",
+              "by_database": computed, "dbbudget": None}
+    try:
+        data = json.loads(out.stdout)
+    except ValueError:
+        data = None
+    if data is not None:
+        budget["dbbudget"] = data
+        per_db = report.budget_from_dbbudget(data, list(PREFIXES.values()))
+        if per_db:
+            budget.update(source="manage.py dbbudget --json", by_database=per_db)
+    elif out.returncode not in (0, 1):
+        budget["dbbudget_error"] = (out.stderr or out.stdout).strip().splitlines()[-1:] or ""
+    budget["total"] = sum(budget["by_database"].values())
+    return budget
+
+
+# --------------------------------------------------------------------------- main
+
+def machine_info(shared_url: str) -> dict:
+    info: dict = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": sys.platform}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines()
+                          if l.startswith("MemTotal")).split()[1])
+        info["memory_gb"] = round(mem_kb / 1024 / 1024, 1)
+    except (OSError, StopIteration, ValueError):
+        pass
+    info["kernel"] = os.uname().release
+    info["loadavg_start"] = [round(x, 2) for x in os.getloadavg()]
+    for name, cmd in (("node", ["node", "--version"]), ("wrk", ["wrk", "-v"])):
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            info[name] = (out.stdout or out.stderr).strip().splitlines()[0].split(" [")[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            info[name] = "?"
+    try:
+        with server_conn(shared_url) as conn:
+            info["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]
+            info["max_connections"] = int(conn.execute("SHOW max_connections").fetchone()[0])
+    except psycopg.Error:
+        pass
+    for mod in ("django", "psycopg", "psycopg_pool", "gunicorn"):
+        try:
+            out = subprocess.run([str(VENV_BIN / "python"), "-c", f"import {mod}; print({mod}.__version__)"],
+                                 capture_output=True, text=True, timeout=30)
+            info[mod] = out.stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    try:
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                            capture_output=True, text=True).stdout.strip()
+    except OSError:
+        pass
+    return info
+
+
+def command_line() -> str:
+    knobs = [f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("BENCH_")]
+    return " ".join(knobs + ["make bench"])
+
+
+def main() -> int:
+    for tool in ("wrk", "node", "npm"):
+        if shutil.which(tool) is None:
+            sys.exit(f"[bench] `{tool}` is not installed (Debian: apt-get install wrk nodejs npm)")
+    started = time.monotonic()
+    VAR.mkdir(parents=True, exist_ok=True)
+    urls = bench_urls()
+    env = project_env(urls)
+    values = topology_values(env)
+    workers, threads = values["WEB_CONCURRENCY"], values["WEB_THREADS"]
+    machine = machine_info(urls["SHARED"])
+    ids_file, token_file = VAR / "user_ids.txt", VAR / "token.txt"
+    state_file = VAR / "data.json"
+
+    reuse = env_bool("BENCH_REUSE_DB", False) and databases_ready(urls, ids_file) and state_file.exists()
+    if not reuse:
+        create_databases(urls)
+        say("migrate_all")
+        run_checked([str(VENV_BIN / "python"), "manage.py", "migrate_all"], env, "migrate_all")
+        say(f"seeding {USERS} users")
+        seeded = json.loads(run_checked([str(VENV_BIN / "python"), "bench/seed.py", str(VAR)],
+                                        {**env, "BENCH_USERS": str(USERS)}, "bench/seed.py").strip().splitlines()[-1])
+        say(f"seeded {seeded['users']} users")
+    prepare_seed_copy()
+
+    procs = Procs()
+    sampler = None
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        ports = {name: free_port() for name in ("seed", "seed_market", "project", "project_nopool", "bare")}
+        gunicorn = [str(VENV_BIN / "gunicorn"), "-c", "config/gunicorn.conf.py"]
+        servers = {
+            "project": procs.start("project", gunicorn, env={**env, "PORT": str(ports["project"])}),
+            "project_nopool": procs.start("project_nopool", gunicorn, env={
+                **env, "PORT": str(ports["project_nopool"]), "DATABASE_POOL_DISABLED": "true"}),
+            "bare": procs.start("bare", [str(VENV_BIN / "gunicorn"), "-c", "bench/bare_gunicorn.conf.py"], env={
+                **env, "PORT": str(ports["bare"]), "WEB_CONCURRENCY": str(workers), "WEB_THREADS": str(threads),
+                "BARE_DATABASE_URL": urls["SHARED"],
+                "BARE_POOL_MAX_SIZE": str(values["SHARED_DATABASE_POOL_MAX_SIZE"])}),
+            # Two seed processes: the app reads one DATABASE_URL, users live in the
+            # shared database and accounts in the market one.
+            "seed": procs.start("seed", ["node", "app.js"], cwd=SEED_COPY, env={
+                **os.environ, "PORT": str(ports["seed"]),
+                "DATABASE_URL": urls["SHARED"] + "?application_name=bench:seed"}),
+            "seed_market": procs.start("seed_market", ["node", "app.js"], cwd=SEED_COPY, env={
+                **os.environ, "PORT": str(ports["seed_market"]), "ACCOUNTS_TABLE": "market_account",
+                "DATABASE_URL": urls["MARKET"] + "?application_name=bench:seed"}),
+        }
+        base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        ids = ids_file.read_text().split()
+        for name, proc in servers.items():
+            path = "/healthz" if name.startswith("project") else f"/api/users/{ids[0]}"
+            if name == "seed_market":
+                path = "/api/users/1"  # answers 404 there; readiness is "listening", probed below
+                wait_listening(proc, ports[name])
+                continue
+            wait_ready(proc, base[name] + path)
+        say("servers up: " + ", ".join(f"{n}=:{p}" for n, p in ports.items()))
+
+        token = token_file.read_text().strip()
+        if reuse:
+            data = json.loads(state_file.read_text())
+        else:
+            say(f"seeding {ACCOUNTS} accounts, {PRODUCTS} products, {POSTS} posts over the API")
+            data = seed_over_api(base["project"], token)
+            state_file.write_text(json.dumps(data))
+        for part, why in data["missing"].items():
+            say(f"not seeded: {part}: {why}")
+        (VAR / "account_ids.txt").write_text("".join(f"{i}\n" for i in data["accounts"]))
+        (VAR / "skus.txt").write_text("".join(f"{s}\n" for s in data["skus"]))
+
+        skipped: dict[str, str] = {}
+        scenarios = dict(SCENARIOS)
+        if len(data["accounts"]) < 2:
+            skipped["transfer"] = data["missing"].get("market_accounts", "no accounts")
+        else:
+            probe = http("POST", base["project"] + "/api/market/transfers",
+                         {"from_account": data["accounts"][0], "to_account": data["accounts"][1], "amount_cents": 1},
+                         token=token, headers={"Idempotency-Key": f"probe-{uuid.uuid4()}"})
+            if probe[0] != 201:
+                skipped["transfer"] = f"POST /api/market/transfers answered {probe[0]}: {probe[1]}"
+        if not data["skus"] or not data["posts"]:
+            skipped["mixed"] = "; ".join(data["missing"].get(k, "") for k in ("market_products", "blog_posts")
+                                         if k in data["missing"]) or "no products or posts"
+        for name, why in skipped.items():
+            say(f"skipping {name}: {why}")
+            scenarios.pop(name)
+
+        targets_of = {  # (url, wrk mode, args) per scenario and system
+            "get_user": lambda s: (base[s], "users", [f"ids={ids_file}"]),
+            "transfer": lambda s: ((base["seed_market"], "transfer_seed", [f"ids={VAR / 'account_ids.txt'}"])
+                                   if s == "seed" else
+                                   (base["project"], "transfer_project",
+                                    [f"ids={VAR / 'account_ids.txt'}", f"token={token_file}"])),
+            "mixed": lambda s: (base["project"], "mixed", [f"skus={VAR / 'skus.txt'}"]),
+        }
+        nonce = uuid.uuid4().hex[:8]
+
+        def measure(scenario: str, system: str, duration: int, tag: str) -> dict:
+            url, mode, args = targets_of[scenario](system)
+            return wrk(url, mode, args + [f"prefix={nonce}-{tag}-{system}"], duration)
+
+        budget = connection_budget(env, values)
+        sampler = ConnectionSampler(urls["SHARED"], list(PREFIXES.values()))
+        sampler.start()
+
+        if WARMUP > 0:
+            say(f"warm-up, {WARMUP}s per system")
+            for scenario, systems in scenarios.items():
+                for system in systems:
+                    measure(scenario, system, WARMUP, "warmup")
+
+        rounds = []
+        for r in range(ROUNDS):
+            runs = []
+            for scenario, systems in scenarios.items():
+                shift = r % len(systems)
+                for system in systems[shift:] + systems[:shift]:
+                    sampler.begin(SYSTEM_LABELS[system])
+                    try:
+                        result = measure(scenario, system, DURATION, f"r{r + 1}")
+                    finally:
+                        peak = sampler.end()
+                    result.update(scenario=scenario, system=system, peak_connections=peak)
+                    runs.append(result)
+                    say(f"round {r + 1}/{ROUNDS} {scenario:<9} {system:<15} {result['rps']:>8.1f} rps  "
+                        f"p50 {result['p50_ms']:>6.2f} ms  p99 {result['p99_ms']:>7.2f} ms  "
+                        f"non-2xx {result['non2xx']}  peak conns {peak['total']}")
+                    if result["bad_sample"]:
+                        say(f"  first non-2xx: {result['bad_sample']}")
+            rounds.append({"round": r + 1, "runs": runs})
+
+        machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+        results = {
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "command": command_line(),
+            "full_run": FULL_RUN,
+            "machine": machine,
+            "settings": {
+                "duration_s": DURATION, "rounds": ROUNDS, "warmup_s": WARMUP, "wrk_connections": CONNECTIONS,
+                "wrk_threads": WRK_THREADS, "users": USERS, "accounts": len(data["accounts"]),
+                "products": len(data["skus"]), "posts": data["posts"],
+                "web_concurrency": workers, "web_threads": threads, "worker_class": "gthread",
+                "pool_max_size": {p: values[f"{p}_DATABASE_POOL_MAX_SIZE"] for p in PREFIXES},
+                "seed_pool_max": 10,
+            },
+            "baselines": {s: systems[0] for s, systems in SCENARIOS.items()},
+            "skipped": skipped,
+            "budget": budget,
+            "rounds": rounds,
+        }
+        results["summary"] = report.summarize(results)
+        results["targets"] = report.targets(results)
+        results["elapsed_s"] = round(time.monotonic() - started, 1)
+        paths = report.write(results, root=ROOT, write_docs=env_bool("BENCH_WRITE_DOCS", FULL_RUN))
+        for line in report.target_lines(results):
+            say(line)
+        say("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in paths))
+        say(f"done in {results['elapsed_s']:.0f}s")
+        return 0 if all(t["ok"] is not False for t in results["targets"]) else 1
+    except KeyboardInterrupt:
+        say("interrupted; stopping everything")
+        return 130
+    finally:
+        for popen in list(_running_wrk):
+            popen.kill()
+        if sampler is not None:
+            sampler.stop()
+        procs.stop_all()
+
+
+def wait_listening(proc: Proc, port: int, deadline_s: float = 30.0) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited during start-up:\n{proc.tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{proc.name} is not listening on {port} after {deadline_s:.0f}s:\n{proc.tail()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The blog in the Django admin: saves go through blog.services, authors come from the shared database.
+
+A post's author is an id, not a foreign key (the users live in another database), so the
+form offers a chooser filled from the shared database and the changelist looks up the
+usernames of a whole page in one query.
+"""
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+
+from blog import selectors, services
+from blog.models import Post, Tag
+
+
+class PostAdminForm(forms.ModelForm):
+    author_id = forms.TypedChoiceField(label="Author", coerce=int, choices=())
+
+    class Meta:
+        model = Post
+        fields = ["title", "body", "status", "author_id", "tags"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        choices = selectors.author_choices()
+        current = self.instance.author_id
+        if current is not None and current not in {pk for pk, _ in choices}:
+            # The author was deleted from the shared database; keep the post editable.
+            choices.append((current, f"(deleted user #{current})"))
+        self.fields["author_id"].choices = [("", "---------"), *choices]
+
+
+@admin.register(Post)
+class PostAdmin(admin.ModelAdmin):
+    form = PostAdminForm
+    list_display = ("title", "status", "author_username", "published_at", "updated_at")
+    list_filter = ("status", "tags")
+    search_fields = ("title", "slug", "body")
+    date_hierarchy = "published_at"
+    fields = ("title", "slug", "body", "status", "author_id", "tags", "published_at", "created_at", "updated_at")
+    readonly_fields = ("slug", "published_at", "created_at", "updated_at")
+    filter_horizontal = ("tags",)
+    actions = ["publish_selected", "unpublish_selected"]
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        initial.setdefault("author_id", request.user.pk)
+        return initial
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        # One shared-database query for the page's authors; the page's queryset caches these instances.
+        posts = list(changelist.result_list)
+        authors = selectors.authors_by_id(post.author_id for post in posts)
+        for post in posts:
+            author = authors.get(post.author_id)
+            post._author_username = author["username"] if author else f"(deleted user #{post.author_id})"
+        return changelist
+
+    @admin.display(description="author")
+    def author_username(self, obj: Post) -> str:
+        cached = getattr(obj, "_author_username", None)
+        if cached is not None:
+            return cached
+        author = selectors.authors_by_id([obj.author_id]).get(obj.author_id)
+        return author["username"] if author else f"(deleted user #{obj.author_id})"
+
+    def save_model(self, request, obj, form, change):
+        services.post_save(post=obj)
+
+    def delete_model(self, request, obj):
+        services.post_delete(post=obj)
+
+    def delete_queryset(self, request, queryset):
+        # One by one, so each deletion is an ordinary (audited) delete of one post.
+        for post in queryset:
+            services.post_delete(post=post)
+
+    @admin.action(description="Publish selected posts", permissions=["change"])
+    def publish_selected(self, request, queryset):
+        for post in queryset:
+            services.post_publish(post=post)
+        self.message_user(request, f"{len(queryset)} post(s) published.", messages.SUCCESS)
+
+    @admin.action(description="Unpublish selected posts", permissions=["change"])
+    def unpublish_selected(self, request, queryset):
+        for post in queryset:
+            services.post_unpublish(post=post)
+        self.message_user(request, f"{len(queryset)} post(s) moved back to draft.", messages.SUCCESS)
+
+
+@admin.register(Tag)
+class TagAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+
+    def delete_model(self, request, obj):
+        services.tag_delete(tag=obj)
+
+    def delete_queryset(self, request, queryset):
+        for tag in queryset:
+            services.tag_delete(tag=tag)

@@ -1,0 +1,109 @@
+"""Admin for the market. The router puts every save in the market database.
+
+Orders and transfers are made by the services (which lock stock and balances),
+so here they are read-only but for an order's status; balances are opening
+balances only: money moves through transfers, never through a form.
+"""
+from django import forms
+from django.contrib import admin
+
+from market.models import Account, Order, OrderLine, Product, Transfer
+
+
+class InStockFilter(admin.SimpleListFilter):
+    title = "stock"
+    parameter_name = "in_stock"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "In stock"), ("no", "Out of stock")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(stock__gt=0)
+        if self.value() == "no":
+            return queryset.filter(stock=0)
+        return queryset
+
+
+class ProductForm(forms.ModelForm):
+    class Meta:
+        model = Product
+        fields = ["sku", "name", "price_cents", "stock"]
+
+    def clean_stock(self):
+        # Orders change stock while the form is open; writing back a stale number would
+        # silently resell or lose units, so a changed stock must be re-read first.
+        stock = self.cleaned_data["stock"]
+        if self.instance.pk and "stock" in self.changed_data:
+            current = Product.objects.filter(pk=self.instance.pk).values_list("stock", flat=True).first()
+            if current is not None and current != self.initial.get("stock"):
+                raise forms.ValidationError(f"stock changed to {current} since this page was loaded; reload it")
+        return stock
+
+
+@admin.register(Product)
+class ProductAdmin(admin.ModelAdmin):
+    form = ProductForm
+    list_display = ["sku", "name", "price_cents", "stock", "updated"]
+    search_fields = ["sku", "name"]
+    list_filter = [InStockFilter]
+    ordering = ["sku"]
+    readonly_fields = ["created", "updated"]
+
+
+class OrderLineInline(admin.TabularInline):
+    model = OrderLine
+    fields = ["product", "quantity", "unit_price_cents"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = ["id", "buyer_id", "status", "total_cents", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["=id", "=buyer_id"]
+    readonly_fields = ["buyer_id", "total_cents", "created_at"]
+    fields = ["buyer_id", "status", "total_cents", "created_at"]
+    inlines = [OrderLineInline]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False  # only order_create takes stock correctly
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = ["id", "balance_cents", "owner_id", "created_at"]
+    search_fields = ["=id", "=owner_id"]
+    fields = ["balance_cents", "owner_id", "created_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["created_at"] if obj is None else ["balance_cents", "created_at"]
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a funded account would destroy money; no bulk delete either.
+        return obj is not None and obj.balance_cents == 0 and super().has_delete_permission(request, obj)
+
+
+@admin.register(Transfer)
+class TransferAdmin(admin.ModelAdmin):
+    list_display = ["id", "from_account", "to_account", "amount_cents", "requester_id", "created_at"]
+    search_fields = ["=id", "=from_account__id", "=to_account__id", "idempotency_key"]
+    list_select_related = ["from_account", "to_account"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,89 @@
+"""The market's JSON API: parse, call a service or selector, shape the answer.
+
+Validation of values and every domain failure live in services/selectors
+(`market.errors`, which are `ApiError`s the middleware turns into answers).
+"""
+from __future__ import annotations
+
+from django.http import JsonResponse
+
+from config.http import json_body, methods, token_required
+from market import selectors, services
+from market.errors import InvalidRequest
+
+PRODUCT_PAGE_DEFAULT = 50
+PRODUCT_PAGE_MAX = 200
+
+
+def _created(data) -> JsonResponse:
+    return JsonResponse({"data": data}, status=201)
+
+
+@token_required(staff=True)
+def product_create(request):
+    data = json_body(request, required={"sku", "name", "price_cents"}, optional={"stock"})
+    product = services.product_create(sku=data["sku"], name=data["name"], price_cents=data["price_cents"],
+                                      stock=data.get("stock", 0))
+    return _created({f: getattr(product, f) for f in selectors.PRODUCT_FIELDS})
+
+
+def product_list(request):
+    raw_limit = request.GET.get("limit", str(PRODUCT_PAGE_DEFAULT))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= PRODUCT_PAGE_MAX:
+        raise InvalidRequest(f"limit must be an integer from 1 to {PRODUCT_PAGE_MAX}", field="limit")
+    rows, cursor = selectors.product_list(limit=int(raw_limit), after=request.GET.get("cursor") or None)
+    return JsonResponse({"data": rows, "next": cursor})
+
+
+def product_detail(request, sku: str):
+    return JsonResponse({"data": selectors.product_detail(sku=sku)})
+
+
+@token_required
+def order_create(request):
+    data = json_body(request, required={"items"})
+    order = services.order_create(buyer=request.api_user, items=data["items"])
+    return _created(selectors.order_as_dict(order, order.line_items))
+
+
+@token_required
+def order_detail(request, order_id: int):
+    return JsonResponse({"data": selectors.order_detail(order_id=order_id, user=request.api_user)})
+
+
+@token_required(staff=True)
+def account_create(request):
+    data = json_body(request, required={"balance_cents"})
+    account = services.account_create(balance_cents=data["balance_cents"])
+    return _created({"id": account.pk, "balance_cents": account.balance_cents})
+
+
+def account_detail(request, account_id: int):
+    return JsonResponse({"data": selectors.account_detail(account_id=account_id)})
+
+
+@token_required
+def transfer_create(request):
+    data = json_body(request, required={"from_account", "to_account", "amount_cents"})
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        # Required: without a key a retried request after a lost answer would move money twice.
+        raise InvalidRequest("an Idempotency-Key header is required", field="Idempotency-Key")
+    transfer, created = services.transfer_create(
+        user=request.api_user, from_account_id=data["from_account"], to_account_id=data["to_account"],
+        amount_cents=data["amount_cents"], idempotency_key=key,
+    )
+    # A replay answers exactly like the first request did (as Stripe does), flagged by a header.
+    response = _created(selectors.transfer_as_dict(transfer))
+    if not created:
+        response["Idempotent-Replayed"] = "true"
+    return response
+
+
+products = methods(get=product_list, post=product_create)
+product = methods(get=product_detail)
+orders = methods(post=order_create)
+order = methods(get=order_detail)
+accounts = methods(post=account_create)
+account = methods(get=account_detail)
+transfers = methods(post=transfer_create)
