@@ -18,6 +18,7 @@ db: venv
 
 migrate: db
 	$(WITHENV) $(PY) manage.py migrate_all
+	$(WITHENV) $(PY) manage.py collectstatic --noinput --verbosity 0
 
 seed: migrate
 	$(WITHENV) $(PY) manage.py seed_demo

@@ -102,3 +102,23 @@ class Gunicorn:
             yield self
         finally:
             self.stop()
+
+
+def test_database_urls() -> dict[str, str]:
+    """URLs of pytest-django's test databases, by environment prefix, for a subprocess of the project."""
+    from django.conf import settings
+    from django.db import connections
+
+    from config.databases import TOPOLOGY
+
+    out = {}
+    for domain in TOPOLOGY:
+        sd = connections[domain.alias].settings_dict
+        user = sd["USER"] or "postgres"
+        auth = f"{user}:{sd['PASSWORD']}@" if sd["PASSWORD"] else f"{user}@"
+        out[domain.prefix] = f"postgres://{auth}{sd['HOST']}:{sd['PORT'] or 5432}/{sd['NAME']}"
+    assert settings.DATABASES  # settings are loaded
+    return out
+
+
+test_database_urls.__test__ = False  # a helper, not a test
