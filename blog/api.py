@@ -41,7 +41,7 @@ def _tags(value: Any) -> list[str]:
     if not all(names):
         raise _invalid("tags", "tags must not be empty strings")
     if any(len(n) > TAG_NAME_MAX_LENGTH for n in names):
-        raise _invalid("tags", f"a tag is longer than {TAG_NAME_MAX_LENGTH} characters")
+        raise _invalid("tags", f"tags: a tag is longer than {TAG_NAME_MAX_LENGTH} characters")
     return names
 
 

@@ -13,10 +13,11 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.postgres.expressions import ArraySubquery
-from django.db import router
+from django.db import InterfaceError, OperationalError, router
 from django.db.models import OuterRef, Q, QuerySet
 
 from blog.models import Post, Tag
+from config.breaker import DatabaseUnavailable
 
 POST_FIELDS = ("id", "slug", "title", "body", "status", "published_at", "created_at", "updated_at", "author_id")
 CURSOR_MAX_LENGTH = 100
@@ -82,7 +83,11 @@ def _payload(row: dict[str, Any], authors: dict[int, dict[str, Any]]) -> dict[st
 
 
 def _payloads(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    authors = authors_by_id(row["author_id"] for row in rows)
+    try:
+        authors = authors_by_id(row["author_id"] for row in rows)
+    except (DatabaseUnavailable, OperationalError, InterfaceError):
+        # Bulkhead: with the shared database down the blog still answers, its authors without names.
+        authors = {}
     return [_payload(row, authors) for row in rows]
 
 

@@ -66,6 +66,7 @@ def _free_slug(base: str) -> str:
     taken = set(
         Post.objects.using(_write_db(Post))
         .filter(Q(slug=base) | Q(slug__regex=rf"^{base}-[0-9]+$"))
+        .order_by()
         .values_list("slug", flat=True)
     )
     if base not in taken:
@@ -117,10 +118,10 @@ def tags_resolve(*, names: Iterable[str]) -> list[Tag]:
             raise InvalidInput("tags", "tags must be a list of strings")
         name = raw.strip()
         if len(name) > TAG_NAME_MAX_LENGTH:
-            raise InvalidInput("tags", f"tag {name[:20]!r}... is longer than {TAG_NAME_MAX_LENGTH} characters")
+            raise InvalidInput("tags", f"tags: {name[:20]!r}... is longer than {TAG_NAME_MAX_LENGTH} characters")
         slug = slugify(name)
         if not slug:
-            raise InvalidInput("tags", f"tag {raw!r} needs at least one letter or digit")
+            raise InvalidInput("tags", f"tags: {raw!r} needs at least one letter or digit")
         wanted.setdefault(slug, name)
     if not wanted:
         return []

@@ -26,19 +26,38 @@ class InStockFilter(admin.SimpleListFilter):
 
 
 class ProductForm(forms.ModelForm):
+    """Orders change stock while this form is open. The form carries the stock the
+    user saw; an untouched stock keeps what orders left, an edited one that went
+    stale is refused. The admin validates and saves in one transaction on the
+    market database, so the row lock taken here lasts until the save."""
+
+    stock_seen = forms.IntegerField(widget=forms.HiddenInput, required=False)
+
     class Meta:
         model = Product
         fields = ["sku", "name", "price_cents", "stock"]
 
-    def clean_stock(self):
-        # Orders change stock while the form is open; writing back a stale number would
-        # silently resell or lose units, so a changed stock must be re-read first.
-        stock = self.cleaned_data["stock"]
-        if self.instance.pk and "stock" in self.changed_data:
-            current = Product.objects.filter(pk=self.instance.pk).values_list("stock", flat=True).first()
-            if current is not None and current != self.initial.get("stock"):
-                raise forms.ValidationError(f"stock changed to {current} since this page was loaded; reload it")
-        return stock
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["stock_seen"].initial = self.instance.stock
+
+    def clean(self):
+        cleaned = super().clean()
+        seen = cleaned.get("stock_seen")
+        if not self.instance.pk or seen is None or "stock" not in cleaned:
+            return cleaned
+        locked = Product.objects.select_for_update().filter(pk=self.instance.pk)
+        current = locked.values_list("stock", flat=True).first()
+        if current is None or current == seen:
+            return cleaned
+        if cleaned["stock"] == seen:
+            cleaned["stock"] = current
+        else:
+            self.data = self.data.copy()
+            self.data["stock_seen"] = current  # a second submit means "yes, this number"
+            self.add_error("stock", f"stock changed to {current} since this page was loaded; check it and save again")
+        return cleaned
 
 
 @admin.register(Product)

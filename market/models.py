@@ -124,7 +124,8 @@ class Transfer(AuditedModel):
         ordering = ["-id"]
         constraints = [
             models.CheckConstraint(condition=Q(amount_cents__gt=0), name="market_transfer_amount_positive"),
-            models.CheckConstraint(condition=~Q(from_account=F("to_account")), name="market_transfer_distinct_accounts"),
+            models.CheckConstraint(condition=~Q(from_account=F("to_account")),
+                                   name="market_transfer_distinct_accounts"),
             models.UniqueConstraint(fields=["requester_id", "idempotency_key"],
                                     name="market_transfer_unique_idempotency_key"),
         ]

@@ -14,7 +14,7 @@ from django.test import Client
 
 from audit.services import api_token_create
 
-THREADS = 8  # two requests queue per connection: pool max_size 4 + max_waiting 4
+THREADS = 8
 
 
 class Api:
@@ -64,6 +64,32 @@ def api(buyer):
 @pytest.fixture
 def staff_api(staff):
     return Api(staff.token)
+
+
+@pytest.fixture
+def wide_pools():
+    """Pools of THREADS connections (and as many waiters) for the databases a request touches.
+
+    The configured pools (max 4, 4 waiters, min 1) would refuse a cold burst of
+    8 threads: while a pool grows, every thread waits in its queue. Pools are
+    built lazily from these settings, so closing them and editing the settings
+    gives the test its own pools; the originals come back afterwards.
+    """
+    from config.db import close_all_pools
+
+    saved = []
+    close_all_pools()
+    for alias in ("default", "market"):
+        pool = connections[alias].settings_dict["OPTIONS"]["pool"]
+        saved.append((pool, dict(pool)))
+        pool.update(max_size=THREADS, max_waiting=THREADS)
+    try:
+        yield
+    finally:
+        close_all_pools()
+        for pool, original in saved:
+            pool.clear()
+            pool.update(original)
 
 
 def run_threads(worker: Callable[[int], Any], n: int = THREADS, timeout: float = 120) -> list[Any]:

@@ -299,7 +299,7 @@ def test_accounts_with_an_owner_only_pay_out_for_that_owner(api, staff, accounts
 
 
 @pytest.mark.parametrize("body", [
-    {"from_account": "A", "to_account": "B", "amount_cents": 1},
+    {"from_account": "A", "to_account": "B", "amount_cents": [1]},
     {"from_account": "SAME", "to_account": "SAME", "amount_cents": 1},
     {"from_account": "A", "to_account": "B", "amount_cents": 0},
     {"from_account": "A", "to_account": "B", "amount_cents": -5},
@@ -342,7 +342,8 @@ def test_transfers_need_a_token(accounts):
 
 @pytest.mark.parametrize("path", ["/api/market/products", "/api/market/orders", "/api/market/accounts",
                                   "/api/market/transfers"])
-@pytest.mark.parametrize("raw", ["{", "not json", "\xff", "", "null", "[1]", '"text"', "1e999999"])
+@pytest.mark.parametrize("raw", ["{", "not json", b"\xff\xfe", "", "null", "[1]", '"text"', "1e999999", "[" * 30000,
+                                 '{"items": ' * 5000])
 def test_malformed_json_is_400_invalid_request(staff_api, path, raw):
     r = staff_api.post(path, raw=raw, headers={"Idempotency-Key": "k"})
     assert r.status_code == 400 and code(r) == "invalid_request"
