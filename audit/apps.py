@@ -1,6 +1,33 @@
 from django.apps import AppConfig
+from django.core import checks
 
 
 class AuditConfig(AppConfig):
     name = "audit"
     verbose_name = "Audit trail and API tokens"
+
+    def ready(self):
+        from audit import capture
+
+        capture.connect_signals()
+        checks.register(check_outboxes, checks.Tags.models)
+
+
+def check_outboxes(app_configs=None, **kwargs):
+    """Every audited model's app has an outbox in the same database (or its events could not be written)."""
+    from django.apps import apps
+
+    from audit.capture import audited_models
+    from audit.outbox import OutboxEntry
+
+    errors = []
+    for model in audited_models():
+        try:
+            outbox = apps.get_model(model._meta.app_label, "AuditOutbox")
+        except LookupError:
+            outbox = None
+        if outbox is None or not issubclass(outbox, OutboxEntry):
+            errors.append(checks.Error(
+                f"{model._meta.label} is audited but app {model._meta.app_label!r} has no AuditOutbox(OutboxEntry)",
+                obj=model, id="audit.E001"))
+    return errors

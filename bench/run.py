@@ -34,7 +34,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -281,8 +280,8 @@ def create_databases(urls: dict[str, str]) -> None:
     say("created " + ", ".join(PREFIXES.values()))
 
 
-def run_checked(cmd: list[str], env: dict[str, str], what: str) -> str:
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+def run_checked(cmd: list[str], env: dict[str, str], what: str, cwd: Path = ROOT) -> str:
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
     return out.stdout
@@ -300,7 +299,7 @@ def prepare_seed_copy() -> None:
     stamp = SEED_COPY / "node_modules" / ".bench-installed"
     if changed or not stamp.exists():
         say("npm ci in var/bench/express-seed")
-        run_checked(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], dict(os.environ), "npm ci")
+        run_checked(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], dict(os.environ), "npm ci", cwd=SEED_COPY)
         stamp.touch()
 
 
@@ -465,9 +464,13 @@ def connection_budget(env: dict[str, str], values: dict) -> dict:
         data = None
     if data is not None:
         budget["dbbudget"] = data
-        per_db = report.budget_from_dbbudget(data, list(PREFIXES.values()))
+        from config.databases import TOPOLOGY
+
+        alias_db = {d.alias: PREFIXES[d.prefix] for d in TOPOLOGY if d.prefix in PREFIXES}
+        per_db = report.budget_from_dbbudget(data, alias_db)
         if per_db:
-            budget.update(source="manage.py dbbudget --json", by_database=per_db)
+            budget.update(source="manage.py dbbudget --json (rows with role web; the server total with the "
+                                 "jobs pools is in dbbudget.servers[].total)", by_database=per_db)
     elif out.returncode not in (0, 1):
         budget["dbbudget_error"] = (out.stderr or out.stdout).strip().splitlines()[-1:] or ""
     budget["total"] = sum(budget["by_database"].values())
@@ -536,7 +539,8 @@ def main() -> int:
     ids_file, token_file = VAR / "user_ids.txt", VAR / "token.txt"
     state_file = VAR / "data.json"
 
-    reuse = env_bool("BENCH_REUSE_DB", False) and databases_ready(urls, ids_file) and state_file.exists()
+    reuse = (env_bool("BENCH_REUSE_DB", False) and databases_ready(urls, ids_file) and state_file.exists()
+             and not json.loads(state_file.read_text())["missing"])
     if not reuse:
         create_databases(urls)
         say("migrate_all")
@@ -554,6 +558,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     try:
         ports = {name: free_port() for name in ("seed", "seed_market", "project", "project_nopool", "bare")}
         gunicorn = [str(VENV_BIN / "gunicorn"), "-c", "config/gunicorn.conf.py"]
@@ -626,6 +631,10 @@ def main() -> int:
 
         def measure(scenario: str, system: str, duration: int, tag: str) -> dict:
             url, mode, args = targets_of[scenario](system)
+            for proc in servers.values():
+                if not proc.alive():  # e.g. a broad pkill from elsewhere on a shared machine
+                    raise RuntimeError(f"{proc.name} exited (code {proc.popen.returncode}) before "
+                                       f"{scenario}/{system}:\n{proc.tail()}")
             return wrk(url, mode, args + [f"prefix={nonce}-{tag}-{system}"], duration)
 
         budget = connection_budget(env, values)
@@ -653,7 +662,7 @@ def main() -> int:
                     runs.append(result)
                     say(f"round {r + 1}/{ROUNDS} {scenario:<9} {system:<15} {result['rps']:>8.1f} rps  "
                         f"p50 {result['p50_ms']:>6.2f} ms  p99 {result['p99_ms']:>7.2f} ms  "
-                        f"non-2xx {result['non2xx']}  peak conns {peak['total']}")
+                        f"non-2xx {result['non2xx']}  socket errors {result['socket_errors']}  peak conns {peak['total']}")
                     if result["bad_sample"]:
                         say(f"  first non-2xx: {result['bad_sample']}")
             rounds.append({"round": r + 1, "runs": runs})
@@ -689,6 +698,9 @@ def main() -> int:
     except KeyboardInterrupt:
         say("interrupted; stopping everything")
         return 130
+    except RuntimeError as exc:
+        say(f"failed: {exc}")
+        return 1
     finally:
         for popen in list(_running_wrk):
             popen.kill()

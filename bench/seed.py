@@ -41,7 +41,7 @@ def main() -> None:
                                 password=unusable, is_staff=True)
     key = api_token_create(user=staff)
 
-    ids = User.objects.filter(username__startswith="bench0").order_by("id").values_list("id", flat=True)
+    ids = User.objects.filter(username__regex=r"^bench[0-9]+$").order_by("id").values_list("id", flat=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "user_ids.txt").write_text("".join(f"{i}\n" for i in ids))
     token = out / "token.txt"

@@ -9,6 +9,8 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 
+from audit.admin import AuditHistoryAdminMixin
+
 from blog import selectors, services
 from blog.models import Post, Tag
 
@@ -31,9 +33,9 @@ class PostAdminForm(forms.ModelForm):
 
 
 @admin.register(Post)
-class PostAdmin(admin.ModelAdmin):
+class PostAdmin(AuditHistoryAdminMixin, admin.ModelAdmin):
     form = PostAdminForm
-    list_display = ("title", "status", "author_username", "published_at", "updated_at")
+    list_display = ("title", "status", "author_username", "published_at", "updated_at", "audit_history")
     list_filter = ("status", "tags")
     search_fields = ("title", "slug", "body")
     date_hierarchy = "published_at"
@@ -90,7 +92,7 @@ class PostAdmin(admin.ModelAdmin):
 
 
 @admin.register(Tag)
-class TagAdmin(admin.ModelAdmin):
+class TagAdmin(AuditHistoryAdminMixin, admin.ModelAdmin):
     list_display = ("name", "slug")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}

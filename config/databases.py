@@ -48,12 +48,14 @@ def domain_vars(prefix: str) -> list[Var]:
     return [
         Var(p + "URL", "url", required=True, help="postgres://user:password@host:port/name"),
         Var(p + "POOL_MIN_SIZE", "int", 1, help="connections kept open per process"),
-        Var(p + "POOL_MAX_SIZE", "int", 4, help="most connections per process"),
-        Var(p + "POOL_MAX_WAITING", "int", 4, help="requests allowed to queue for a connection; more get 503 at once"),
+        Var(p + "POOL_MAX_SIZE", "int", 8, help="most connections per process; keep it >= WEB_THREADS (docs/faults.md)"),
+        Var(p + "POOL_MAX_WAITING", "int", 0,
+            help="requests allowed to queue for a connection, more get 503 at once; 0 = bounded by the threads only"),
         Var(p + "POOL_TIMEOUT", "float", 2.0, help="seconds a request waits for a free connection"),
         Var(p + "POOL_MAX_LIFETIME", "float", 1800.0, help="seconds before a connection is replaced"),
         Var(p + "POOL_MAX_IDLE", "float", 300.0, help="seconds an idle surplus connection is kept"),
-        Var(p + "POOL_RECONNECT_TIMEOUT", "float", 5.0, help="seconds the pool keeps retrying after an outage"),
+        Var(p + "POOL_RECONNECT_TIMEOUT", "float", 0.5,
+            help="seconds the pool retries a failed connection before leaving recovery to the breaker's probe"),
         Var(p + "CONNECT_TIMEOUT", "int", 2, help="seconds to open a connection"),
         Var(p + "CHECK_TIMEOUT", "float", 1.0, help="deadline in seconds for the check of a pooled connection"),
         Var(p + "STATEMENT_TIMEOUT_MS", "int", 5000, help="longest statement allowed (0 = none)"),
@@ -69,18 +71,21 @@ def domain_vars(prefix: str) -> list[Var]:
 
 GLOBAL_VARS: list[Var] = [
     Var("JOBS_DATABASE_POOL_MAX_SIZE", "int", 2, help="connections per jobs pool"),
+    Var("JOBS_DATABASE_POOL_TIMEOUT", "float", 10.0, help="seconds a job waits for a jobs-pool connection"),
     Var("JOBS_DATABASE_STATEMENT_TIMEOUT_MS", "int", 600000, help="longest statement of a long job (0 = none)"),
     Var("DATABASE_BREAKER_FAILURES", "int", 3, help="connection failures in a row that open an alias's breaker"),
-    Var("DATABASE_BREAKER_OPEN_SECONDS", "float", 2.0, help="seconds an open breaker refuses before one probe"),
+    Var("DATABASE_BREAKER_OPEN_SECONDS", "float", 0.5, help="seconds between probes while a breaker is open"),
     Var("DATABASE_POOL_DISABLED", "bool", False,
         help="true = no pools, a new connection per request (benchmarks only; never in production)"),
     Var("DJANGO_SECRET_KEY", "str", required=True, help="long random string"),
     Var("DJANGO_DEBUG", "bool", False),
     Var("DJANGO_ALLOWED_HOSTS", "list", ["127.0.0.1", "localhost"]),
+    Var("DJANGO_HTTPS", "bool", False,
+        help="true when clients reach the site over HTTPS (a TLS proxy in front): HSTS, secure cookies, redirect"),
     Var("APP_ROLE", "choice", "cli", choices=ROLES, help="label of this process's connections"),
     Var("PORT", "int", 8000),
     Var("WEB_CONCURRENCY", "int", 2),
-    Var("WEB_THREADS", "int", 4),
+    Var("WEB_THREADS", "int", 8, help="threads per worker; at most half may wait on any one database"),
     Var("WEB_TIMEOUT", "int", 30),
     Var("WEB_GRACEFUL_TIMEOUT", "int", 20),
 ]
@@ -201,6 +206,7 @@ def build(values: dict[str, Any]) -> tuple[dict[str, dict], dict[str, AliasInfo]
             "DISABLE_SERVER_SIDE_CURSORS": not direct,
             "CHECK_TIMEOUT": values[p + "CHECK_TIMEOUT"],
             "POOLER": pooler,
+            "STATEMENT_TIMEOUT_MS": values[p + "STATEMENT_TIMEOUT_MS"],
             "DOMAIN": domain.alias,
         }
         if direct_cfg:
@@ -227,14 +233,24 @@ def build(values: dict[str, Any]) -> tuple[dict[str, dict], dict[str, AliasInfo]
         databases[jobs_alias] = {
             **base_entry,
             "KIND": "jobs",
+            "STATEMENT_TIMEOUT_MS": values["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"],
             "OPTIONS": {
                 **_options(values, p, label=jobs_label, statement_ms=values["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"],
                            direct=direct),
-                "pool": _pool(values, p, name=jobs_label, min_size=0, max_size=jobs_max, timeout=30.0),
+                "pool": _pool(values, p, name=jobs_label, min_size=0, max_size=jobs_max, timeout=values["JOBS_DATABASE_POOL_TIMEOUT"]),
             },
             "TEST": {"MIRROR": domain.alias},
         }
-        aliases[jobs_alias] = AliasInfo(jobs_alias, domain.alias, "jobs", jobs_label, jobs_max, pooler)
+        jobs_pooler = pooler
+        if direct_cfg and not direct:
+            # Long jobs bypass a transaction pooler when a direct URL is given: they
+            # may hold session state (advisory locks, SET, server-side cursors) and
+            # need their own statement timeout, which only the startup packet can set.
+            jobs_pooler = "direct"
+            databases[jobs_alias].update(base_entry["DIRECT"], POOLER="direct", DISABLE_SERVER_SIDE_CURSORS=False)
+            databases[jobs_alias]["OPTIONS"].update(_options(
+                values, p, label=jobs_label, statement_ms=values["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"], direct=True))
+        aliases[jobs_alias] = AliasInfo(jobs_alias, domain.alias, "jobs", jobs_label, jobs_max, jobs_pooler)
 
         if values[p + "REPLICA_URL"]:
             rep_cfg = _url_config(p + "REPLICA_URL", values[p + "REPLICA_URL"])

@@ -4,11 +4,21 @@
   master at once, naming it;
 - `on_starting` (master, before binding): `SELECT 1` on every alias and the
   connection budget, both without opening a pool, so `--preload` stays safe;
+  the master then must hold no pool;
 - `post_fork` (worker): pools inherited from the master are forgotten;
-- `worker_exit` (worker): every pool is closed after in-flight requests finish.
+- `post_worker_init` (worker): starts the thread that copies pool statistics
+  into the Prometheus metrics;
+- `worker_exit` (worker): every pool is closed after in-flight requests finish;
+- `child_exit` (master): a dead worker's live gauges are dropped from /metrics.
+
+Metrics use prometheus_client's multiprocess mode: PROMETHEUS_MULTIPROC_DIR is
+a fresh temporary directory unless set (a set one is emptied of old samples).
 """
+import glob
 import os
+import shutil
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("APP_ROLE", "web")
@@ -24,6 +34,14 @@ try:
 except ConfigError as _exc:
     fail(str(_exc))
 
+# Must happen before anything imports prometheus_client (it picks its storage at
+# import). The mark survives a config reload (SIGHUP), so on_exit still cleans up.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="platform-metrics-")
+    os.environ["PLATFORM_METRICS_DIR_OWNED"] = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+_METRICS_DIR_OWNED = os.environ.get("PLATFORM_METRICS_DIR_OWNED") == os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
 wsgi_app = "config.wsgi:application"
 bind = f"127.0.0.1:{_ENV['PORT']}"
 workers = _ENV["WEB_CONCURRENCY"]
@@ -38,17 +56,33 @@ errorlog = "-"
 loglevel = "info"
 
 
+def _threads_per_worker(cfg):
+    """Connections a worker can hold per alias are bounded by its threads (gthread, sync)."""
+    kind = cfg.worker_class_str.rsplit(".", 1)[-1].lower()
+    if "gthread" in kind or "threadworker" in kind:
+        return cfg.threads
+    if "sync" in kind:
+        return 1
+    return None  # async workers: bounded by the pool only
+
+
 def on_starting(server):
+    if not _METRICS_DIR_OWNED:  # samples of an earlier run would be summed with ours
+        for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+            os.remove(stale)
+
     import django
 
     django.setup()
     from config.boot import boot_checks
 
-    problems = boot_checks(workers=workers, threads=threads)
+    problems = boot_checks(workers=server.cfg.workers, threads=_threads_per_worker(server.cfg), log=server.log)
     if problems:
         for line in problems:
             server.log.error("boot check failed: %s", line)
+        on_exit(server)  # gunicorn does not call it when on_starting exits
         sys.exit(1)
+    server.log.info("boot checks passed; the master holds no database pool")
 
 
 def post_fork(server, worker):
@@ -57,7 +91,24 @@ def post_fork(server, worker):
     forget_inherited_pools()
 
 
+def post_worker_init(worker):
+    from config.metrics import start_refresher
+
+    start_refresher()
+
+
 def worker_exit(server, worker):
     from config.db import close_all_pools
 
     close_all_pools()
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _METRICS_DIR_OWNED:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -10,6 +10,7 @@ import json
 from typing import Any, Callable
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from config.breaker import DatabaseUnavailable
@@ -29,20 +30,34 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
     return JsonResponse(body, status=status, headers=headers)
 
 
-def unavailable_response(alias: str, retry_after: float = 1.0) -> JsonResponse:
+def unavailable_response(alias: str, retry_after: float = 1.0, reason: str = "") -> JsonResponse:
+    """503 naming the database (the domain alias: `market`, not `market_jobs`), with Retry-After
+    in whole seconds as HTTP wants it, and in milliseconds in the body."""
+    info = settings.DATABASE_ALIASES.get(alias)
+    database = info.base if info is not None else alias
+    retry_after = max(retry_after, 0.1)
+    extra = {"database": database, "retry_after_ms": int(retry_after * 1000)}
+    if reason:
+        extra["reason"] = reason
     return error_response(
-        503, "database_unavailable", f"database {alias!r} is unavailable, try again shortly",
-        headers={"Retry-After": str(max(int(retry_after + 0.999), 1))}, database=alias,
+        503, "database_unavailable", f"database {database!r} is unavailable, try again shortly",
+        headers={"Retry-After": str(max(int(retry_after + 0.999), 1))}, **extra,
     )
 
 
 def json_body(request: HttpRequest, *, required: set[str], optional: set[str] = frozenset()) -> dict[str, Any]:
     """Parse a JSON object body: 400 for malformed JSON, missing or unknown fields; 413 for oversized."""
-    if len(request.body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-        raise ApiError(413, "payload_too_large", f"body larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
+    too_big = ApiError(413, "payload_too_large", f"body larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
+    try:
+        # Django refuses a declared Content-Length above the limit while reading the body.
+        body = request.body
+    except RequestDataTooBig:
+        raise too_big from None
+    if len(body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        raise too_big
     try:
         data = json.loads(request.body or b"")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ApiError(400, "invalid_request", "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_request", "body must be a JSON object")
@@ -107,7 +122,10 @@ def token_required(view: Callable | None = None, *, staff: bool = False):
             if staff and not user.is_staff:
                 return error_response(403, "forbidden", "staff only")
             request.api_user = user
-            return func(request, *args, **kwargs)
+            from audit.context import acting_as
+
+            with acting_as(user):  # audited writes of this request name the token's user
+                return func(request, *args, **kwargs)
 
         return wrapper
 
@@ -142,16 +160,24 @@ def server_error(request) -> HttpResponse:
     return response or error_response(500, "internal_error", "unexpected error")
 
 
+_REASONS = {"57014": "statement_timeout", "25P03": "idle_in_transaction_timeout", "55P03": "lock_timeout",
+            "40001": "conflict", "40P01": "conflict", "25006": "read_only"}
+
+
 def response_for_database_error(exc: BaseException | None) -> HttpResponse | None:
-    from django.db import DatabaseError, InterfaceError, OperationalError
+    """The answer for an API error or a database fault; None for anything else (a real bug)."""
+    from django.db import InterfaceError, InternalError, OperationalError
 
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, **exc.extra)
     if isinstance(exc, DatabaseUnavailable):
-        return unavailable_response(exc.alias, exc.retry_after)
+        return unavailable_response(exc.alias, exc.retry_after, exc.reason)
     alias = getattr(exc, "db_alias", None)
-    if alias and isinstance(exc, (OperationalError, InterfaceError)):
-        return unavailable_response(alias)
-    if alias and isinstance(exc, DatabaseError) and getattr(exc.__cause__, "sqlstate", "") == "57014":
-        return unavailable_response(alias)
+    if alias and isinstance(exc, (OperationalError, InterfaceError, InternalError)):
+        sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
+        if not sqlstate or sqlstate.startswith(("08", "57P")):
+            reason = "connection_lost"
+        else:
+            reason = _REASONS.get(sqlstate, "database_error")
+        return unavailable_response(alias, 1.0, reason)
     return None

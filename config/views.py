@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connections
 from django.http import HttpResponse, JsonResponse
 
-from config.breaker import breaker_for
+from config.breaker import DatabaseUnavailable, breaker_for
 from config.db_backend.base import check_with_deadline
 from config.http import error_response
+from config.probe import probe
 
 READY_DEADLINE_S = 1.0
 
@@ -20,23 +21,51 @@ def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 1)
+
+
 def _ready_one(alias: str) -> dict:
+    """Borrow a pooled connection and run `SELECT 1`, within READY_DEADLINE_S.
+
+    An open breaker answers at once; the result feeds the breaker like any
+    other connection attempt.
+    """
     start = time.perf_counter()
+    breaker = breaker_for(alias)
     try:
-        breaker_for(alias).before()
+        breaker.before()
+    except DatabaseUnavailable as exc:
+        return {"ok": False, "ms": _ms(start), "error": exc.reason or "unavailable"}
+    try:
         pool = connections[alias].pool
-        pool.open(wait=False)
-        with pool.connection(timeout=READY_DEADLINE_S) as conn:
-            check_with_deadline(conn, READY_DEADLINE_S, b"SELECT 1")
-        return {"ok": True, "ms": round((time.perf_counter() - start) * 1000, 1)}
+        if pool is None:  # pools disabled: a plain connection, same deadline
+            result = probe(alias, timeout=READY_DEADLINE_S)
+            if not result.ok:
+                raise ConnectionError(result.error)
+        else:
+            pool.open(wait=False)
+            with pool.connection(timeout=READY_DEADLINE_S) as conn:
+                left = READY_DEADLINE_S - (time.perf_counter() - start)
+                check_with_deadline(conn, max(left, 0.05), b"SELECT 1")
     except Exception as exc:
-        return {"ok": False, "ms": round((time.perf_counter() - start) * 1000, 1), "error": type(exc).__name__}
+        breaker.failure()
+        return {"ok": False, "ms": _ms(start), "error": type(exc).__name__}
+    breaker.success()
+    return {"ok": True, "ms": _ms(start)}
 
 
 def readyz(request):
+    """Every non-jobs alias in parallel; a hung one answers `ok: false` after READY_DEADLINE_S,
+    whatever the pool is doing (the executor is not waited for)."""
+    start = time.perf_counter()
     aliases = [a for a, info in settings.DATABASE_ALIASES.items() if info.kind != "jobs"]
-    with ThreadPoolExecutor(max_workers=len(aliases)) as ex:
-        results = dict(zip(aliases, ex.map(_ready_one, aliases)))
+    ex = ThreadPoolExecutor(max_workers=len(aliases), thread_name_prefix="readyz")
+    futures = {alias: ex.submit(_ready_one, alias) for alias in aliases}
+    wait(futures.values(), timeout=READY_DEADLINE_S + 0.5)
+    ex.shutdown(wait=False)
+    results = {alias: f.result() if f.done() else {"ok": False, "ms": _ms(start), "error": "timeout"}
+               for alias, f in futures.items()}
     ok = all(r["ok"] for r in results.values())
     return JsonResponse({"status": "ok" if ok else "unavailable", "databases": results}, status=200 if ok else 503)
 

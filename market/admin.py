@@ -7,6 +7,8 @@ balances only: money moves through transfers, never through a form.
 from django import forms
 from django.contrib import admin
 
+from audit.admin import AuditHistoryAdminMixin
+
 from market.models import Account, Order, OrderLine, Product, Transfer
 
 
@@ -61,7 +63,7 @@ class ProductForm(forms.ModelForm):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(AuditHistoryAdminMixin, admin.ModelAdmin):
     form = ProductForm
     list_display = ["sku", "name", "price_cents", "stock", "updated"]
     search_fields = ["sku", "name"]
@@ -82,7 +84,7 @@ class OrderLineInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(AuditHistoryAdminMixin, admin.ModelAdmin):
     list_display = ["id", "buyer_id", "status", "total_cents", "created_at"]
     list_filter = ["status"]
     search_fields = ["=id", "=buyer_id"]
@@ -99,13 +101,14 @@ class OrderAdmin(admin.ModelAdmin):
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(AuditHistoryAdminMixin, admin.ModelAdmin):
     list_display = ["id", "balance_cents", "owner_id", "created_at"]
     search_fields = ["=id", "=owner_id"]
     fields = ["balance_cents", "owner_id", "created_at"]
 
     def get_readonly_fields(self, request, obj=None):
-        return ["created_at"] if obj is None else ["balance_cents", "created_at"]
+        own = ["created_at"] if obj is None else ["balance_cents", "created_at"]
+        return [*own, *super().get_readonly_fields(request, obj)]
 
     def has_delete_permission(self, request, obj=None):
         # Deleting a funded account would destroy money; no bulk delete either.
@@ -113,7 +116,7 @@ class AccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(Transfer)
-class TransferAdmin(admin.ModelAdmin):
+class TransferAdmin(AuditHistoryAdminMixin, admin.ModelAdmin):
     list_display = ["id", "from_account", "to_account", "amount_cents", "requester_id", "created_at"]
     search_fields = ["=id", "=from_account__id", "=to_account__id", "idempotency_key"]
     list_select_related = ["from_account", "to_account"]

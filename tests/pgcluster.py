@@ -174,8 +174,8 @@ class PgCluster:
 
     def connect(self, dbname: str = "postgres", **kwargs) -> psycopg.Connection:
         kwargs.setdefault("user", "postgres")
-        return psycopg.connect(host="127.0.0.1", port=self.port, dbname=dbname, autocommit=True,
-                               connect_timeout=2, **kwargs)
+        kwargs.setdefault("autocommit", True)
+        return psycopg.connect(host="127.0.0.1", port=self.port, dbname=dbname, connect_timeout=2, **kwargs)
 
     def is_ready(self) -> bool:
         try:
@@ -198,7 +198,12 @@ class PgCluster:
         """A streaming replica of this cluster, made with `pg_basebackup -R` and started."""
         rep = PgCluster(name, settings=settings, initdb=False)
         subprocess.run(as_postgres([str(BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
-                                    "postgres", "-D", str(rep.data), "-R", "-X", "stream"]), check=True,
+                                    "postgres", "-D", str(rep.data), "-R", "-X", "stream", "-c", "fast"]), check=True,
                        capture_output=True)
         rep.settings["hot_standby"] = "on"
+        # `-R` put primary_conninfo in postgresql.auto.conf, which write_conf() rewrites: keep it.
+        for line in (rep.data / "postgresql.auto.conf").read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "primary_conninfo":
+                rep.settings["primary_conninfo"] = value.strip()[1:-1]  # still quoted for the file
         return rep.start()

@@ -3,6 +3,7 @@ config/env.py and the topology in config/databases.py; a bad value stops the
 process here, before anything else runs."""
 from config import databases as topology
 from config.env import BASE_DIR, ConfigError, fail, read_dotenv
+from config.redact import redact_url
 
 read_dotenv()
 try:
@@ -10,6 +11,9 @@ try:
     DATABASES, DATABASE_ALIASES = topology.build(ENV)
 except ConfigError as exc:
     fail(str(exc))
+# The parsed variables stay available (WEB_THREADS, ...) but URLs lose their
+# passwords here: settings are shown on Django's debug page.
+ENV = {k: redact_url(v) if isinstance(v, str) and "://" in v else v for k, v in ENV.items()}
 
 SECRET_KEY = ENV["DJANGO_SECRET_KEY"]
 DEBUG = ENV["DJANGO_DEBUG"]
@@ -18,6 +22,9 @@ APP_ROLE = ENV["APP_ROLE"]
 DATABASE_ROUTERS = ["config.router.TopologyRouter"]
 DATABASE_BREAKER_FAILURES = ENV["DATABASE_BREAKER_FAILURES"]
 DATABASE_BREAKER_OPEN_SECONDS = ENV["DATABASE_BREAKER_OPEN_SECONDS"]
+# Bulkhead (config/db_backend/guard.py): in a web worker at most half the threads
+# may be stuck in slow calls on any one database; other processes have no limit.
+DATABASE_BULKHEAD_LIMIT = max(ENV["WEB_THREADS"] // 2, 1) if APP_ROLE == "web" else 0
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -34,13 +41,17 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.RequestMetricsMiddleware",  # outermost: sees every answer
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "config.middleware.DatabaseErrorMiddleware",
+    # Before anything that reads: opens the read scope (replicas, read-your-writes cookie).
+    "config.middleware.ReadYourWritesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "audit.middleware.AuditActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
@@ -96,6 +107,24 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# DJANGO_HTTPS=true in production (a TLS proxy in front of gunicorn, which binds
+# 127.0.0.1): redirect to https, HSTS, secure cookies; `check --deploy` is clean.
+# Off by default so `make run` keeps serving plain http on 127.0.0.1. Probes
+# that reach gunicorn directly over http are never redirected.
+if ENV["DJANGO_HTTPS"]:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = 31_536_000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+# Debug page and error reports: passwords masked wherever they appear (config/redact.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.redact.RedactingFilter"
+DEFAULT_EXCEPTION_REPORTER = "config.redact.RedactingReporter"
 
 LOGGING = {
     "version": 1,

@@ -6,3 +6,4 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",  # what subprocess servers (production settings) read
 ]
 AXES_ENABLED = False  # enabled again by the tests about login throttling
+AUDIT_RELAY_ON_COMMIT = False  # the after-commit relay thread is switched on by the tests about it

@@ -1,0 +1,266 @@
+"""The relay: moves outbox rows from each domain database to `AuditEvent` in the
+shared database, exactly once.
+
+One batch: in a domain transaction, lock up to N outbox rows (`FOR UPDATE SKIP
+LOCKED`, so concurrent relays take disjoint rows), insert them into the shared
+database keyed on the event id (`ON CONFLICT DO NOTHING`) and commit that, then
+delete the rows and commit the domain transaction. A relay killed between the
+two commits leaves rows that the next run delivers again and the conflict
+clause ignores: every event lands once.
+
+Delivery is triggered after each commit that wrote an outbox row (`kick()`, a
+daemon thread per process, on the jobs pools), retried with a backoff while the
+shared database is down, and swept by `manage.py audit_relay [--follow]`.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from functools import cache
+
+from django.apps import apps
+from django.conf import settings
+from django.db import connections, router, transaction
+from django.db.models import Count, Min
+from django.utils import timezone
+from psycopg_pool import PoolTimeout
+
+from audit.models import AuditEvent
+from audit.outbox import OutboxEntry
+from config.breaker import DatabaseUnavailable, breaker_for
+from config.router import connected_to, home_alias, role_alias
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 500
+CONNECT_WAIT_S = 2.0  # a jobs pool would wait 30 s for a database that refuses connections
+RETRY_MIN_S = 1.0
+RETRY_MAX_S = 30.0
+EXIT_FLUSH_S = 5.0  # a command waits this long at exit for its events to be delivered
+
+
+@cache
+def outbox_models() -> dict[str, type[OutboxEntry]]:
+    """{domain alias: its outbox model}, from the app registry and the topology."""
+    out: dict[str, type[OutboxEntry]] = {}
+    for model in apps.get_models():
+        if issubclass(model, OutboxEntry):
+            alias = home_alias(model._meta.app_label)
+            if alias in out:
+                raise RuntimeError(f"database {alias!r} has two outbox models: {out[alias].__name__}, "
+                                   f"{model._meta.label}")
+            out[alias] = model
+    return dict(sorted(out.items()))
+
+
+def domain_aliases() -> list[str]:
+    """The databases that carry an outbox."""
+    return list(outbox_models())
+
+
+def domain_alias(alias: str) -> str:
+    """The domain alias behind a jobs or replica alias (`market_jobs` -> `market`)."""
+    info = settings.DATABASE_ALIASES.get(alias)
+    return info.base if info else alias
+
+
+def _connect_fast(alias: str) -> None:
+    """Have a connection on `alias` within CONNECT_WAIT_S, or raise DatabaseUnavailable.
+
+    Done before the domain transaction opens, so no outbox row stays locked
+    while the shared database is unreachable.
+    """
+    wrapper = connections[alias]
+    if wrapper.connection is not None or wrapper.pool is None:
+        return
+    breaker = breaker_for(alias)
+    breaker.before()
+    wrapper.pool.open()
+    try:
+        conn = wrapper.pool.getconn(timeout=CONNECT_WAIT_S)
+    except PoolTimeout:
+        breaker.failure()
+        raise DatabaseUnavailable(alias, "pool_timeout", retry_after=breaker.open_seconds) from None
+    wrapper.pool.putconn(conn)  # Django takes it (or another healthy one) right after
+
+
+def relay_once(alias: str, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+    """Deliver up to `batch_size` outbox rows of domain database `alias`; returns how many were taken."""
+    outbox = outbox_models()[alias]
+    db = role_alias(alias)
+    shared = router.db_for_write(AuditEvent)
+    _connect_fast(shared)
+    _connect_fast(db)
+    with transaction.atomic(using=db):
+        rows = list(outbox.objects.using(db).select_for_update(skip_locked=True).order_by("id")[:batch_size])
+        if not rows:
+            return 0
+        events = [AuditEvent(id=r.event_id, occurred_at=r.occurred_at, database=alias, actor=r.actor,
+                             actor_id=r.actor_id, action=r.action, model=r.model, object_pk=r.object_pk,
+                             changes=r.changes) for r in rows]
+        # The shared commit comes first on purpose (see the module docstring);
+        # these are two transactions on two databases, not one nested one.
+        with transaction.atomic(using=shared):
+            AuditEvent.objects.using(shared).bulk_create(events, ignore_conflicts=True)
+        outbox.objects.using(db).filter(id__in=[r.id for r in rows]).delete()
+    return len(rows)
+
+
+def relay_alias(alias: str, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+    """Deliver batches of one database until its outbox is empty (or only locked rows remain)."""
+    total = 0
+    while True:
+        n = relay_once(alias, batch_size)
+        total += n
+        if n < batch_size:
+            return total
+
+
+def relay_all(batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+    """Drain every domain database's outbox once; returns how many events were delivered."""
+    return sum(relay_alias(alias, batch_size) for alias in domain_aliases())
+
+
+def outbox_status() -> dict[str, dict]:
+    """{alias: {"depth": pending rows, "oldest_age_s": age of the oldest, or None}}; updates the gauges."""
+    out = {}
+    for alias in domain_aliases():
+        out[alias] = alias_status(alias)
+    return out
+
+
+def alias_status(alias: str) -> dict:
+    from audit import metrics
+
+    outbox = outbox_models()[alias]
+    row = outbox.objects.using(role_alias(alias)).aggregate(depth=Count("id"), oldest=Min("occurred_at"))
+    age = (timezone.now() - row["oldest"]).total_seconds() if row["oldest"] else None
+    status = {"depth": row["depth"], "oldest_age_s": None if age is None else round(max(age, 0.0), 3)}
+    metrics.set_outbox(alias, status["depth"], status["oldest_age_s"])
+    return status
+
+
+def update_gauges(aliases: list[str] | None = None) -> None:
+    """Refresh the outbox gauges from the domain databases; a failure only leaves them as they were."""
+    for alias in aliases or domain_aliases():
+        try:
+            with connected_to("jobs"):
+                alias_status(alias)
+        except Exception as exc:
+            log.debug("outbox status of %r unavailable (%s)", alias, describe(exc))
+
+
+def describe(exc: BaseException) -> str:
+    """A log-safe description: the error class and the alias, never a connection string."""
+    alias = getattr(exc, "db_alias", None) or getattr(exc, "alias", None)
+    return f"{type(exc).__name__}" + (f" on {alias!r}" if alias else "")
+
+
+class Courier:
+    """One daemon thread per process that drains the outboxes it is kicked for.
+
+    Kicks are cheap and non-blocking (a set and a condition); a failed drain is
+    retried with a backoff, so events written while the shared database was down
+    are delivered once it is back even if no sweeper runs.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._pending: set[str] = set()
+        self._retry_at: dict[str, float] = {}
+        self._backoff: dict[str, float] = {}
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._exit_registered = False
+
+    def kick(self, alias: str) -> None:
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="audit-relay", daemon=True)
+                self._thread.start()
+                if not self._exit_registered:
+                    atexit.register(self._at_exit)
+                    self._exit_registered = True
+            self._pending.add(alias)
+            self._cond.notify_all()
+
+    def reset_after_fork(self) -> None:
+        # The parent's thread does not exist in the child, and its lock may have
+        # been held at fork time: start from a clean state (atexit entries are inherited).
+        registered = self._exit_registered
+        self.__init__()
+        self._exit_registered = registered
+
+    def _due(self) -> set[str]:
+        now = time.monotonic()
+        return self._pending | {a for a, t in self._retry_at.items() if t <= now}
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._due():
+                    wait = min(self._retry_at.values(), default=None)
+                    self._cond.wait(None if wait is None else max(wait - time.monotonic(), 0.01))
+                aliases = self._due()
+                self._pending.clear()
+                for alias in aliases:
+                    self._retry_at.pop(alias, None)
+                self._busy = True
+            try:
+                for alias in sorted(aliases):
+                    self._drain(alias)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _drain(self, alias: str) -> None:
+        try:
+            with connected_to("jobs"):
+                relay_alias(alias)
+            self._backoff.pop(alias, None)
+        except Exception as exc:
+            delay = min(self._backoff.get(alias, RETRY_MIN_S / 2) * 2, RETRY_MAX_S)
+            self._backoff[alias] = delay
+            with self._cond:
+                self._retry_at[alias] = time.monotonic() + delay
+            log.warning("audit relay for %r failed (%s); retrying in %.0f s", alias, describe(exc), delay)
+        finally:
+            update_gauges([alias])
+            # Give the connections back to their pools: this thread never ends a request.
+            connections.close_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every kick so far has been handled (delivered, or scheduled for retry)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def _at_exit(self) -> None:
+        # A command's events are delivered before it exits, when the shared database is up.
+        if self._thread is not None and self._thread.is_alive() and (self._pending or self._busy):
+            self.flush(EXIT_FLUSH_S)
+            from config.db import close_all_pools
+
+            close_all_pools()
+
+
+_courier = Courier()
+os.register_at_fork(after_in_child=_courier.reset_after_fork)
+
+
+def kick(alias: str) -> None:
+    """Ask this process's relay thread to drain `alias` (called after a commit that wrote outbox rows)."""
+    _courier.kick(alias)
+
+
+def flush(timeout: float = 10.0) -> bool:
+    return _courier.flush(timeout)

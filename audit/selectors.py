@@ -1,0 +1,20 @@
+"""Reads of the audit trail."""
+from __future__ import annotations
+
+import datetime
+from typing import Iterator
+
+from audit.models import AuditEvent
+
+
+def events_since(since: datetime.datetime | None, *, fields: tuple[str, ...]) -> Iterator[dict]:
+    """Events as dicts of `fields`, oldest first (ties broken by id so the order is stable)."""
+    qs = AuditEvent.objects.order_by("occurred_at", "id").values(*fields)
+    if since is not None:
+        qs = qs.filter(occurred_at__gte=since)
+    return qs.iterator(chunk_size=2000)
+
+
+def events_for(*, model: str, object_pk: str) -> list[AuditEvent]:
+    """The history of one object, newest first."""
+    return list(AuditEvent.objects.filter(model=model, object_pk=str(object_pk)).order_by("-occurred_at", "-id"))

@@ -1,0 +1,453 @@
+#!/usr/bin/env python3
+"""`make bench-import`: `import_products` against PostgreSQL's own COPY, in one run.
+
+On fresh bench databases (bench_import_shared/_blog/_market on the configured
+servers, migrated), with a generated CSV of BENCH_IMPORT_ROWS rows (1,000,000):
+
+  1. throughput, BENCH_IMPORT_ROUNDS rounds (3), order alternated per round:
+       copy     psql `\\copy market_product(sku,name,price_cents,stock) FROM file CSV HEADER`
+                into the empty table (no validation, no upsert, nothing else)
+       import   `manage.py import_products file` into the empty table
+     then, once, `import` again over the full table (every row unchanged) and
+     `import` of a tenth of the file (peak memory against file size).
+     Both sides are whole commands timed from start to exit. Peak RSS is the
+     kernel's ru_maxrss of the child (os.wait4), so no extra dependency.
+  2. web latency: gunicorn (config/gunicorn.conf.py, production settings)
+     answers GET /api/market/products/<sku> at a fixed rate (BENCH_IMPORT_RPS,
+     100/s; latency counted from the scheduled send time, so a stall is not
+     hidden) for BENCH_IMPORT_WEB_S seconds without the import, then while a
+     fresh import runs; p50/p99, non-2xx answers, and the market pool's
+     `platform_db_pool_queued`/`timeouts` counters from /metrics.
+
+Writes bench/results/import-<date>.json and, for full runs (or with
+BENCH_WRITE_DOCS=true), the results section of docs/import.md. Not part of
+`make test`. Every process started here is stopped on exit, Ctrl-C included.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse, urlunparse
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[2]
+VAR = ROOT / "var" / "bench" / "import"
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "import.md"
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+GUNICORN = str(Path(PYTHON).parent / "gunicorn")
+DBNAMES = {"SHARED": "bench_import_shared", "BLOG": "bench_import_blog", "MARKET": "bench_import_market"}
+WEB_SKUS = 100  # products the web load reads; they are not in the file
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        sys.exit(f"[bench-import] {name} must be an integer")
+
+
+ROWS = env_int("BENCH_IMPORT_ROWS", 1_000_000)
+ROUNDS = env_int("BENCH_IMPORT_ROUNDS", 3)
+RPS = env_int("BENCH_IMPORT_RPS", 100)
+WEB_S = env_int("BENCH_IMPORT_WEB_S", 10)
+FULL_RUN = ROWS >= 1_000_000 and ROUNDS >= 3
+
+
+def say(msg: str) -> None:
+    print(f"[bench-import] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- setup
+
+def dotenv() -> dict[str, str]:
+    values = {}
+    for path in (ROOT / ".env", ROOT / "var" / "runtime.env"):  # runtime.env wins, as scripts/withenv does
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#") and "=" in line:
+                    key, _, value = line.partition("=")
+                    values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def bench_urls() -> dict[str, str]:
+    found = dotenv()
+    urls = {}
+    for prefix, name in DBNAMES.items():
+        url = os.environ.get(f"{prefix}_DATABASE_URL") or found.get(f"{prefix}_DATABASE_URL")
+        if not url:
+            sys.exit(f"[bench-import] {prefix}_DATABASE_URL is not set (run `make db` first)")
+        urls[prefix] = urlunparse(urlparse(url)._replace(path="/" + name))
+    return urls
+
+
+def project_env(urls: dict[str, str], **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if "_DATABASE_" not in k and k not in ("APP_ROLE", "DJANGO_SETTINGS_MODULE")}
+    for key, value in dotenv().items():  # the secret key and the like; the bench URLs replace the URLs
+        if "_DATABASE_" not in key:
+            env.setdefault(key, value)
+    env.update({f"{p}_DATABASE_URL": u for p, u in urls.items()})
+    env.update(DJANGO_DEBUG="false", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def libpq_env(url: str) -> dict[str, str]:
+    """PG* variables for psql: the password never appears on a command line."""
+    u = urlparse(url)
+    out = {"PGHOST": u.hostname or "", "PGPORT": str(u.port or 5432), "PGDATABASE": u.path.lstrip("/"),
+           "PGUSER": unquote(u.username or "")}
+    if u.password:
+        out["PGPASSWORD"] = unquote(u.password)
+    return {k: v for k, v in out.items() if v}
+
+
+def connect(url: str, dbname: str | None = None) -> psycopg.Connection:
+    if dbname:
+        url = urlunparse(urlparse(url)._replace(path="/" + dbname))
+    return psycopg.connect(url, autocommit=True, connect_timeout=5, application_name="bench:import")
+
+
+def fresh_databases(urls: dict[str, str], env: dict[str, str]) -> None:
+    for prefix, url in urls.items():
+        with connect(url, "postgres") as conn:
+            name = DBNAMES[prefix]
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    out = subprocess.run([PYTHON, "manage.py", "migrate_all"], cwd=ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"[bench-import] migrate_all failed:\n{out.stdout}\n{out.stderr}")
+
+
+def make_csv(path: Path, rows: int) -> None:
+    marker = path.with_suffix(".rows")
+    if path.exists() and marker.exists() and marker.read_text().strip() == str(rows):
+        return
+    say(f"writing {rows:,} rows to {path.relative_to(ROOT)}")
+    rnd = random.Random(42)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["sku", "name", "price_cents", "stock"])
+        for i in range(rows):
+            name = f"Product {i}, \"deluxe\" edition" if i % 10 == 0 else f"Product number {i}"
+            w.writerow([f"SKU-{i:08d}", name, rnd.randint(0, 10**7), rnd.randint(0, 10_000)])
+    marker.write_text(str(rows))
+
+
+def head_csv(src: Path, dst: Path, rows: int) -> None:
+    with open(src, newline="", encoding="utf-8") as fin, open(dst, "w", newline="", encoding="utf-8") as fout:
+        for i, line in enumerate(fin):
+            if i > rows:
+                break
+            fout.write(line)
+
+
+# --------------------------------------------------------------------------- measured commands
+
+def timed(cmd: list[str], env: dict[str, str], log: Path) -> dict:
+    """Run `cmd` to completion: wall seconds, exit code and the child's peak RSS (ru_maxrss)."""
+    with log.open("w") as fh:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"[bench-import] {' '.join(cmd[:3])}... exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+    return {"seconds": round(wall, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2)}
+
+
+def truncate(market_url: str, *, web_products: bool = False) -> None:
+    with connect(market_url) as conn:
+        conn.execute("TRUNCATE market_product RESTART IDENTITY CASCADE")
+        if web_products:
+            conn.execute("INSERT INTO market_product (sku, name, price_cents, stock) "
+                         "SELECT 'WEB-' || lpad(i::text, 4, '0'), 'Web product ' || i, 100 + i, 10 "
+                         f"FROM generate_series(1, {WEB_SKUS}) i")
+        try:
+            conn.execute("CHECKPOINT")  # both sides start without a pending checkpoint's writes
+        except psycopg.Error:
+            pass
+        conn.execute("VACUUM ANALYZE market_product")
+
+
+def count_products(market_url: str) -> int:
+    with connect(market_url) as conn:
+        return conn.execute("SELECT count(*) FROM market_product").fetchone()[0]
+
+
+def run_copy(csv_path: Path, urls: dict[str, str]) -> dict:
+    psql = shutil.which("psql") or "/usr/lib/postgresql/15/bin/psql"
+    cmd = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c",
+           f"\\copy market_product (sku, name, price_cents, stock) FROM '{csv_path}' WITH (FORMAT csv, HEADER true)"]
+    env = {**os.environ, **libpq_env(urls["MARKET"])}
+    return timed(cmd, env, VAR / "copy.log")
+
+
+def run_import(csv_path: Path, env: dict[str, str], tag: str) -> dict:
+    log = VAR / f"import-{tag}.log"
+    out = timed([PYTHON, "manage.py", "import_products", str(csv_path), "--progress", "lines"], env, log)
+    summary = next((line for line in log.read_text().splitlines() if line.startswith("imported ")), "")
+    m = re.search(r"([\d,]+) created, ([\d,]+) updated, ([\d,]+) unchanged.*validation ([\d.]+)s, writing ([\d.]+)s",
+                  summary)
+    if m:
+        out.update(created=int(m[1].replace(",", "")), updated=int(m[2].replace(",", "")),
+                   unchanged=int(m[3].replace(",", "")), validate_s=float(m[4]), write_s=float(m[5]))
+    return out
+
+
+# --------------------------------------------------------------------------- web load
+
+class FixedRateLoad(threading.Thread):
+    """GET `paths` at `rps` requests a second over keep-alive connections; latency from the scheduled time."""
+
+    def __init__(self, port: int, paths: list[str], rps: int, workers: int = 8):
+        super().__init__(daemon=True)
+        self.port, self.paths, self.rps, self.workers = port, paths, rps, workers
+        self.stop_at = 0.0
+        self.results: list[tuple[float, int]] = []  # (latency ms, status)
+        self.lock = threading.Lock()
+
+    def measure(self, seconds: float) -> dict:
+        self.results = []
+        start = time.perf_counter()
+        self.stop_at = start + seconds
+        threads = [threading.Thread(target=self._worker, args=(i, start), daemon=True) for i in range(self.workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return summarize(self.results, time.perf_counter() - start)
+
+    def _worker(self, index: int, start: float) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        interval = self.workers / self.rps
+        n = 0
+        while True:
+            due = start + (index / self.rps) + n * interval
+            if due >= self.stop_at:
+                break
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            path = self.paths[(index + n * self.workers) % len(self.paths)]
+            try:
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                resp.read()
+                status = resp.status
+            except (OSError, http.client.HTTPException):
+                status = 0
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            latency = (time.perf_counter() - due) * 1000
+            with self.lock:
+                self.results.append((latency, status))
+            n += 1
+        conn.close()
+
+
+def summarize(results: list[tuple[float, int]], seconds: float) -> dict:
+    lat = sorted(r[0] for r in results)
+    if not lat:
+        return {"requests": 0}
+
+    def pct(p: float) -> float:
+        return round(lat[min(len(lat) - 1, int(p / 100 * len(lat)))], 2)
+
+    return {"requests": len(lat), "seconds": round(seconds, 2), "p50_ms": pct(50), "p99_ms": pct(99),
+            "max_ms": round(lat[-1], 2), "non_2xx": sum(1 for _l, s in results if not 200 <= s < 300)}
+
+
+def pool_counters(port: int) -> dict[str, float]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    out = {}
+    for name in ("platform_db_pool_queued_total", "platform_db_pool_timeouts_total"):
+        values = [float(v) for v in re.findall(rf'^{name}\{{[^}}]*alias="market"[^}}]*\}} ([0-9.e+-]+)$', text, re.M)]
+        out[name.removeprefix("platform_db_pool_").removesuffix("_total")] = sum(values)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(port: int, path: str, deadline_s: float = 60) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    sys.exit(f"[bench-import] gunicorn did not answer {path} within {deadline_s}s")
+
+
+# --------------------------------------------------------------------------- main
+
+def main() -> int:
+    VAR.mkdir(parents=True, exist_ok=True)
+    urls = bench_urls()
+    env = project_env(urls)
+    gunicorn: subprocess.Popen | None = None
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        say("fresh databases " + ", ".join(DBNAMES.values()))
+        fresh_databases(urls, env)
+        big = VAR / f"products-{ROWS}.csv"
+        make_csv(big, ROWS)
+        tenth = VAR / f"products-{ROWS // 10}.csv"
+        head_csv(big, tenth, ROWS // 10)
+
+        rounds = []
+        for r in range(ROUNDS):
+            pair = {}
+            for side in (("copy", "import") if r % 2 == 0 else ("import", "copy")):
+                truncate(urls["MARKET"])
+                pair[side] = run_copy(big, urls) if side == "copy" else run_import(big, env, f"fresh-{r}")
+                assert count_products(urls["MARKET"]) == ROWS, f"{side} did not load {ROWS} rows"
+            pair["ratio"] = round(pair["copy"]["seconds"] / pair["import"]["seconds"], 3)
+            rounds.append(pair)
+            say(f"round {r + 1}: copy {pair['copy']['seconds']:.2f}s, import {pair['import']['seconds']:.2f}s "
+                f"(import/copy rows/s = {pair['ratio']:.2f}), import peak RSS {pair['import']['peak_rss_mb']} MB")
+        rerun = run_import(big, env, "rerun")  # the table holds the whole file: every row unchanged
+        assert rerun.get("unchanged") == ROWS, rerun
+        truncate(urls["MARKET"])
+        small = run_import(tenth, env, "tenth")
+        say(f"rerun (all unchanged) {rerun['seconds']:.2f}s; a tenth of the file: peak RSS {small['peak_rss_mb']} MB "
+            f"vs {rounds[-1]['import']['peak_rss_mb']} MB for all of it")
+
+        # Web latency without and with the import.
+        truncate(urls["MARKET"], web_products=True)
+        port = free_port()
+        web_env = {**env, "PORT": str(port)}
+        with (VAR / "gunicorn.log").open("w") as fh:
+            gunicorn = subprocess.Popen([GUNICORN, "-c", "config/gunicorn.conf.py"], cwd=ROOT, env=web_env,
+                                        stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        paths = [f"/api/market/products/WEB-{i:04d}" for i in range(1, WEB_SKUS + 1)]
+        wait_http(port, paths[0])
+        load = FixedRateLoad(port, paths, RPS)
+        load.measure(2)  # warm every worker and pool
+        before = pool_counters(port)
+        alone = load.measure(WEB_S)
+        with_import = {}
+        importer = threading.Thread(target=lambda: with_import.update(run_import(big, env, "under-web-load")))
+        importer.start()
+        during = load.measure(WEB_S)
+        importer.join()
+        after = pool_counters(port)
+        web = {"rps": RPS, "alone": alone, "during_import": during,
+               "p99_ratio": round(during["p99_ms"] / alone["p99_ms"], 2) if alone.get("p99_ms") else None,
+               "pool_counters_delta": {k: after[k] - before[k] for k in after},
+               "import_under_load": with_import, "endpoint": "GET /api/market/products/<sku>"}
+        say(f"web alone: p50 {alone['p50_ms']} ms, p99 {alone['p99_ms']} ms; during the import: p50 "
+            f"{during['p50_ms']} ms, p99 {during['p99_ms']} ms (x{web['p99_ratio']}); non-2xx "
+            f"{alone['non_2xx']}+{during['non_2xx']}; market pool waits {web['pool_counters_delta']}")
+        if with_import and with_import["seconds"] < WEB_S:
+            say(f"note: the import took {with_import['seconds']:.1f}s, less than the {WEB_S}s web window")
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    finally:
+        if gunicorn is not None and gunicorn.poll() is None:
+            os.killpg(gunicorn.pid, signal.SIGTERM)
+            try:
+                gunicorn.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(gunicorn.pid, signal.SIGKILL)
+
+    ratios = [p["ratio"] for p in rounds]
+    result = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "rows": ROWS, "rounds": rounds, "median_ratio": statistics.median(ratios),
+        "copy_rows_per_s": round(ROWS / statistics.median(p["copy"]["seconds"] for p in rounds)),
+        "import_rows_per_s": round(ROWS / statistics.median(p["import"]["seconds"] for p in rounds)),
+        "rerun_unchanged": rerun, "tenth_of_file": small, "web": web, "machine": machine(urls),
+        "peak_rss_method": "os.wait4 ru_maxrss of the import_products process",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
+    out = RESULTS / f"import-{stamp}{'' if FULL_RUN else '-smoke'}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    say(f"median import/copy throughput {result['median_ratio']:.2f} (target >= 0.5); "
+        f"web p99 x{web['p99_ratio']} (target <= 1.5); results in {out.relative_to(ROOT)}")
+    if FULL_RUN or os.environ.get("BENCH_WRITE_DOCS", "").lower() in ("1", "true", "yes"):
+        write_doc(result, out)
+    return 0
+
+
+def machine(urls: dict[str, str]) -> dict:
+    with connect(urls["MARKET"]) as conn:
+        server = conn.execute("SHOW server_version").fetchone()[0]
+    return {"cpus": os.cpu_count(), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+            "postgresql": server, "python": sys.version.split()[0]}
+
+
+def write_doc(r: dict, json_path: Path) -> None:
+    w = r["web"]
+    lines = [
+        f"Measured {r['date']} on {r['machine']['cpus']} CPUs, PostgreSQL {r['machine']['postgresql']} on the same "
+        f"machine, {r['rows']:,} rows, {len(r['rounds'])} rounds (`{json_path.relative_to(ROOT)}`).",
+        "",
+        "| round | psql `\\copy` | `import_products` | import/copy rows/s | import peak RSS |",
+        "|---|---|---|---|---|",
+        *(f"| {i + 1} | {p['copy']['seconds']:.2f} s | {p['import']['seconds']:.2f} s "
+          f"(validation {p['import'].get('validate_s', '?')} s, writing {p['import'].get('write_s', '?')} s) | "
+          f"{p['ratio']:.2f} | {p['import']['peak_rss_mb']} MB |" for i, p in enumerate(r["rounds"])),
+        "",
+        f"- **Median throughput: {r['import_rows_per_s']:,} rows/s against COPY's {r['copy_rows_per_s']:,} rows/s, "
+        f"ratio {r['median_ratio']:.2f}** (target >= 0.5).",
+        f"- Rerun over the full table (every row unchanged): {r['rerun_unchanged']['seconds']:.2f} s.",
+        f"- Peak RSS: {r['tenth_of_file']['peak_rss_mb']} MB for a tenth of the file, "
+        f"{r['rounds'][-1]['import']['peak_rss_mb']} MB for all of it (flat: the file is streamed).",
+        f"- Web, `{w['endpoint']}` at a fixed {w['rps']} requests/s: alone p50 {w['alone']['p50_ms']} ms, "
+        f"p99 {w['alone']['p99_ms']} ms; during a fresh import p50 {w['during_import']['p50_ms']} ms, "
+        f"**p99 {w['during_import']['p99_ms']} ms (x{w['p99_ratio']}, target <= 1.5)**; "
+        f"non-2xx answers: {w['alone']['non_2xx'] + w['during_import']['non_2xx']} of "
+        f"{w['alone']['requests'] + w['during_import']['requests']}; market pool waits/timeouts during the run: "
+        f"{w['pool_counters_delta']}.",
+    ]
+    text = DOC.read_text() if DOC.exists() else ""
+    start, end = "<!-- bench-import:start -->", "<!-- bench-import:end -->"
+    block = f"{start}\n" + "\n".join(lines) + f"\n{end}"
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n## Results\n\n" + block + "\n"
+    DOC.write_text(text)
+    say(f"wrote the results into {DOC.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,526 @@
+"""Bulk product import: a CSV file upserted into `Product` by sku, fast and restartable.
+
+Pass 1 reads the file once, streaming: it validates every row (a bad one stops
+the run naming its line and column, before anything is written), refuses a sku
+that appears twice, and spools the normalised rows to a temporary file. Pass 2
+sends the spool in batches, each batch its own transaction: new products go
+straight into the table with COPY (PostgreSQL's fastest path); a batch that
+meets existing skus goes through a temporary table, an UPDATE of the rows that
+differ and an INSERT of the new ones. A run killed half-way leaves whole
+batches; running it again finishes the job, since the upsert is idempotent.
+
+One run at a time (a session-level advisory lock on the market database). The
+per-row audit capture of `AuditedModel.save` is bypassed: a run records one
+`bulk` audit event with its counts, in the transaction of its last batch.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psycopg
+from django.conf import settings
+from django.db import IntegrityError, connections, router, transaction
+
+from audit.capture import audit_bulk
+from config.databases import domain_of
+from config.probe import clean_error, connect_kwargs
+from market.models import MAX_PRICE_CENTS, MAX_STOCK, SKU_RE, Product
+
+COLUMNS = ("sku", "name", "price_cents", "stock")
+DEFAULT_BATCH_SIZE = 50_000
+MAX_BATCH_SIZE = 500_000
+# One 64-bit advisory lock key per job, derived from its name (pg_locks shows it as classid/objid).
+LOCK_KEY = int.from_bytes(hashlib.blake2b(b"market.import_products", digest_size=8).digest(), "big", signed=True)
+UNIQUE_VIOLATION = "23505"
+SKU_MESSAGE = "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+# (phase, done, total): phase "validate" counts bytes of the file, "import" counts rows.
+Progress = Callable[[str, int, int], None]
+
+
+class ImportRejected(Exception):
+    """The file is not importable; nothing was written."""
+
+    def __init__(self, line: int, column: str | None, message: str):
+        self.line, self.column, self.message = line, column, message
+        where = f"line {line}, column {column}" if column else f"line {line}"
+        super().__init__(f"{where}: {message}")
+
+
+class ImportRefused(Exception):
+    """The import cannot start (already running, or no way to hold its lock)."""
+
+
+class ImportInterrupted(Exception):
+    """Stopped by a signal; the batches committed so far stay (see `result`)."""
+
+    def __init__(self, result: "ImportResult", reason: str):
+        self.result, self.reason = result, reason
+        super().__init__(reason)
+
+
+@dataclass
+class ImportResult:
+    rows: int = 0  # data rows in the file
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    batches: int = 0  # batches committed
+    validate_s: float = 0.0
+    import_s: float = 0.0
+    batch_rows: list[int] = field(default_factory=list, repr=False)
+    audited: bool = field(default=False, repr=False)  # the run's event is committed
+
+    def counts(self, *, completed: bool = True) -> dict[str, int]:
+        out = {k: v for k, v in asdict(self).items() if k in ("rows", "created", "updated", "unchanged", "batches")}
+        out["completed"] = completed
+        return out
+
+
+def product_import(*, path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE,
+                   progress: Progress | None = None) -> ImportResult:
+    """Upsert every row of the CSV file at `path` into `Product`, keyed on sku.
+
+    Raises `ImportRejected` for a bad file (nothing written), `ImportRefused`
+    when another run holds the lock, `ImportInterrupted` on SIGINT/SIGTERM.
+    """
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}")
+    path = Path(path)
+    if not path.is_file():
+        raise ImportRefused(f"{path}: no such file")
+    report = progress or (lambda phase, done, total: None)
+    db = router.db_for_write(Product)
+    result = ImportResult()
+    try:
+        with _run_lock(db), tempfile.TemporaryFile(prefix="import_products-") as spool:
+            started = time.monotonic()
+            batches = _validate(db, path, spool, batch_size, result, report)
+            result.validate_s = time.monotonic() - started
+            started = time.monotonic()
+            try:
+                _write(db, spool, batches, result, report)
+            finally:
+                result.import_s = time.monotonic() - started
+    except KeyboardInterrupt as exc:  # JobCommand turns SIGINT/SIGTERM into this
+        _audit_interrupted(db, result)
+        raise ImportInterrupted(result, str(exc) or "interrupted") from None
+    return result
+
+
+# The lock ---------------------------------------------------------------------
+
+class _run_lock:
+    """`pg_try_advisory_lock` for the whole run, on a session that lives as long as the run.
+
+    A transaction pooler hands each transaction a different server session, so
+    there the lock is taken on a direct connection (`<P>_DATABASE_DIRECT_URL`),
+    still labelled with the jobs application_name.
+    """
+
+    def __init__(self, db: str):
+        self.db = db
+        self.direct: psycopg.Connection | None = None
+
+    def __enter__(self):
+        info = settings.DATABASE_ALIASES[self.db]
+        wrapper = connections[self.db]
+        if info.pooler == "transaction":
+            if not wrapper.settings_dict.get("DIRECT"):
+                prefix = domain_of(info.base).prefix
+                raise ImportRefused(
+                    f"{prefix}_DATABASE_POOLER=transaction: import_products needs a session-level advisory lock, "
+                    f"which a transaction pooler cannot hold; set {prefix}_DATABASE_DIRECT_URL to the database "
+                    f"server itself")
+            try:
+                self.direct = psycopg.connect(**connect_kwargs(self.db, direct=True), autocommit=True)
+            except psycopg.Error as exc:
+                password = wrapper.settings_dict["DIRECT"].get("PASSWORD")
+                raise ImportRefused(f"cannot open the direct connection for the lock: "
+                                    f"{clean_error(exc, password)}") from None
+            got = self.direct.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
+        else:
+            with wrapper.cursor() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+                got = cur.fetchone()[0]
+        if not got:
+            self._close_direct()
+            raise ImportRefused("import_products is already running (another run holds its lock); "
+                                "wait for it to finish")
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.direct is not None:
+            self._close_direct()  # closing the session releases its lock
+            return
+        wrapper = connections[self.db]
+        # The connection goes back to a pool afterwards: a lock left on it would outlive the run.
+        try:
+            if wrapper.connection is not None and not wrapper.connection.closed:
+                with wrapper.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+        except Exception:
+            # A broken session: dropping it (not handing it back to the pool) releases the lock too.
+            if wrapper.connection is not None:
+                wrapper.connection.close()
+            wrapper.close()
+
+    def _close_direct(self):
+        if self.direct is not None:
+            self.direct.close()
+            self.direct = None
+
+
+# Pass 1: validate and spool -----------------------------------------------------
+
+def _open(path: Path):
+    # Undecodable bytes become lone surrogates, reported with their line (a strict
+    # decoder would fail on a whole read-ahead block, far from the culprit).
+    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _records(reader) -> Iterator[tuple[int, list[str]]]:
+    """(line where the record starts, fields) of a csv.reader; blank lines are skipped."""
+    last = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ImportRejected(last + 1, None, f"not valid CSV ({exc})") from None
+        line, last = last + 1, reader.line_num
+        if row:
+            yield line, row
+
+
+def _header(reader) -> list[int]:
+    """Position of each of COLUMNS in the file; any order, nothing else."""
+    expected = ",".join(COLUMNS)
+    first = next(_records(reader), None)
+    if first is None:
+        raise ImportRejected(1, None, f"the file is empty; its first line must be the header {expected}")
+    line, names = first
+    names = [n.strip() for n in names]
+    for i, name in enumerate(names):
+        if name not in COLUMNS:
+            raise ImportRejected(line, name or f"#{i + 1}", f"unknown column in the header (expected {expected})")
+        if names.index(name) != i:
+            raise ImportRejected(line, name, "appears twice in the header")
+    for name in COLUMNS:
+        if name not in names:
+            raise ImportRejected(line, name, f"missing from the header (expected {expected})")
+    return [names.index(c) for c in COLUMNS]
+
+
+def _line_numbers(path: Path, ordinals: set[int]) -> dict[int, int]:
+    """{n: line} for the n-th data record (1-based): a second read, only to word an error."""
+    out: dict[int, int] = {}
+    with _open(path) as text:
+        for n, (line, _row) in enumerate(_records(csv.reader(text, strict=True))):
+            if n in ordinals:
+                out[n] = line
+                if len(out) == len(ordinals):
+                    break
+    return out
+
+
+def _bad_int(value: str, line: int, column: str, maximum: int) -> int:
+    """The slow path of integer parsing: surrounding spaces allowed, or a precise error."""
+    text = value.strip()
+    if not text or not (text.isascii() and text.isdigit()):
+        if _has_bad_bytes(value):
+            raise ImportRejected(line, column, "is not valid UTF-8")
+        raise ImportRejected(line, column, "must be a non-negative integer")
+    if len(text) > 20 or int(text) > maximum:
+        raise ImportRejected(line, column, f"must be at most {maximum}")
+    return int(text)
+
+
+def _has_bad_bytes(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+class _Undecodable(Exception):
+    def __init__(self, ordinal: int):
+        self.ordinal = ordinal
+
+
+def _validate(db: str, path: Path, spool, batch_size: int, result: ImportResult,
+              report: Progress) -> list[tuple[int, int]]:
+    """Validate the whole file into `spool`; returns the batches as (spool end offset, rows)."""
+    total_bytes = path.stat().st_size
+    name_max = Product._meta.get_field("name").max_length
+    sku_ok = SKU_RE.match
+    batches: list[tuple[int, int]] = []
+    wrapper = connections[db]
+    rejected: ImportRejected | None = None
+    undecodable: int | None = None
+    bad_ordinal = 2**62
+    # The spooled rows also stream into a temporary table, numbered in file
+    # order, in one COPY for the whole pass: the server looks for repeated skus
+    # while this process parses, and this process's memory stays flat. One
+    # transaction, so it works through a transaction pooler too.
+    with transaction.atomic(using=db), wrapper.cursor() as cur:
+        _set_timeouts(cur)
+        cur.execute('CREATE TEMP TABLE import_products_seen (n bigint GENERATED ALWAYS AS IDENTITY, '
+                    'sku text COLLATE "C" NOT NULL, name text, price_cents bigint, stock integer) ON COMMIT DROP')
+        with _open(path) as text, wrapper.wrap_database_errors, \
+                cur.cursor.copy("COPY import_products_seen (sku, name, price_cents, stock) FROM STDIN (FORMAT csv)") \
+                as seen:
+            reader = csv.reader(text, strict=True)
+            i_sku, i_name, i_price, i_stock = _header(reader)
+            chunk: list[tuple[str, str, int, int]] = []
+            last = reader.line_num
+            try:
+                try:
+                    for row in reader:
+                        line, last = last + 1, reader.line_num
+                        if len(row) != 4:
+                            if not row:
+                                continue  # a blank line
+                            if len(row) < 4:
+                                missing = [c for c, i in zip(COLUMNS, (i_sku, i_name, i_price, i_stock))
+                                           if i >= len(row)]
+                                raise ImportRejected(line, missing[0], "missing (the row has fewer fields than "
+                                                                       "the header)")
+                            raise ImportRejected(line, f"#{len(row)}", "unexpected field (the header has 4 columns)")
+                        sku = row[i_sku]
+                        if not sku_ok(sku):
+                            if not sku:
+                                raise ImportRejected(line, "sku", "must not be empty")
+                            raise ImportRejected(line, "sku",
+                                                 "is not valid UTF-8" if _has_bad_bytes(sku) else SKU_MESSAGE)
+                        name = row[i_name].strip()
+                        if not name or len(name) > name_max or "\x00" in name:
+                            raise ImportRejected(line, "name", "must not contain a NUL character" if "\x00" in name
+                                                 else f"must be non-empty text of at most {name_max} characters")
+                        value = row[i_price]
+                        if value.isdigit() and value.isascii() and len(value) < 13:
+                            price = int(value)
+                        else:
+                            price = _bad_int(value, line, "price_cents", MAX_PRICE_CENTS)
+                        value = row[i_stock]
+                        if value.isdigit() and value.isascii() and len(value) < 10:
+                            stock = int(value)
+                        else:
+                            stock = _bad_int(value, line, "stock", MAX_STOCK)
+                        chunk.append((sku, name, price, stock))
+                        if len(chunk) == batch_size:
+                            batches.append(_spool_chunk(spool, seen, chunk, result.rows))
+                            result.rows += len(chunk)
+                            chunk = []
+                            report("validate", text.buffer.tell(), total_bytes)
+                except csv.Error as exc:
+                    raise ImportRejected(last + 1, None, f"not valid CSV ({exc})") from None
+                if chunk:
+                    batches.append(_spool_chunk(spool, seen, chunk, result.rows))
+                    result.rows += len(chunk)
+            except ImportRejected as exc:
+                rejected, bad_ordinal = exc, result.rows + len(chunk) + 1
+                try:  # the rows before the bad one may hold an earlier fault
+                    _spool_chunk(spool, seen, chunk, result.rows)
+                except _Undecodable as undecodable_exc:
+                    undecodable = undecodable_exc.ordinal
+            except _Undecodable as exc:
+                undecodable = exc.ordinal
+        _raise_first_fault(cur, path, rejected, undecodable, before=bad_ordinal)
+    report("validate", total_bytes, total_bytes)
+    return batches
+
+
+def _spool_chunk(spool, seen, chunk, rows_before: int) -> tuple[int, int]:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(chunk)
+    try:
+        data = buf.getvalue().encode("utf-8")
+    except UnicodeEncodeError:
+        # Only names can hold undecodable bytes (the other columns are ASCII by now).
+        bad = next(i for i, row in enumerate(chunk) if _has_bad_bytes(row[1]))
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(chunk[:bad])
+        seen.write(buf.getvalue().encode("utf-8"))  # the rows before it, for the duplicate check
+        raise _Undecodable(rows_before + bad + 1) from None
+    spool.write(data)
+    seen.write(data)
+    return spool.tell(), len(chunk)
+
+
+def _raise_first_fault(cur, path: Path, rejected: ImportRejected | None, undecodable: int | None, *,
+                       before: int) -> None:
+    """Raise the first fault of the file in file order: a repeated sku, an undecodable name, a bad row."""
+    limit = min(undecodable or before, before)
+    cur.execute(
+        "SELECT n, sku, first FROM (SELECT n, sku, min(n) OVER (PARTITION BY sku) AS first"
+        "  FROM import_products_seen) s WHERE n > first AND n < %s ORDER BY n LIMIT 1", (limit,))
+    found = cur.fetchone()
+    if found:
+        n, sku, first = found
+        lines = _line_numbers(path, {n, first})
+        raise ImportRejected(lines[n], "sku", f"{sku!r} already appears on line {lines[first]}; "
+                                              "each sku may appear once")
+    if undecodable is not None and undecodable < before:
+        raise ImportRejected(_line_numbers(path, {undecodable})[undecodable], "name", "is not valid UTF-8")
+    if rejected is not None:
+        raise rejected
+
+
+def _set_timeouts(cur) -> None:
+    # Session options do not pass a transaction pooler; SET LOCAL does, and ends with the transaction.
+    cur.execute("SELECT set_config('statement_timeout', %s, true)",
+                (str(settings.ENV["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"]),))
+
+
+# Pass 2: write --------------------------------------------------------------------
+
+def _sql(db: str) -> dict[str, str]:
+    qn = connections[db].ops.quote_name
+    meta = Product._meta
+    table, pk = qn(meta.db_table), qn(meta.pk.column)
+    sku, name, price, stock = (qn(meta.get_field(c).column) for c in COLUMNS)
+    updated = qn(meta.get_field("updated").column)
+    cols = f"{sku}, {name}, {price}, {stock}"
+    differs = f"(p.{name}, p.{price}, p.{stock}) IS DISTINCT FROM (b.name, b.price_cents, b.stock)"
+    return {
+        # created/updated come from their database defaults (now()).
+        "copy": f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)",
+        "stage": "CREATE TEMP TABLE import_products_batch (sku text NOT NULL, name text NOT NULL, "
+                 "price_cents bigint NOT NULL, stock integer NOT NULL) ON COMMIT DROP",
+        "copy_stage": "COPY import_products_batch (sku, name, price_cents, stock) FROM STDIN (FORMAT csv)",
+        # A batch is a few thousand key lookups in a table that may hold millions:
+        # index probes, never a hash or merge join that reads the whole table per batch.
+        "plan": "SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)",
+        "classify": f"""
+            SELECT count(p.{pk}), count(p.{pk}) FILTER (WHERE {differs})
+            FROM import_products_batch b LEFT JOIN {table} p ON p.{sku} = b.sku""",
+        # Rows that differ are locked in sku order, the order orders lock products in,
+        # so an import and an order can never wait on each other in a cycle.
+        "update": f"""
+            WITH changed AS (
+                SELECT p.{pk} FROM {table} p JOIN import_products_batch b ON b.sku = p.{sku}
+                WHERE {differs} ORDER BY p.{sku} FOR UPDATE OF p
+            )
+            UPDATE {table} p SET {name} = b.name, {price} = b.price_cents, {stock} = b.stock, {updated} = now()
+            FROM import_products_batch b
+            WHERE p.{pk} IN (SELECT {pk} FROM changed) AND b.sku = p.{sku} AND {differs}""",
+        # ON CONFLICT only for a product created by someone else since the UPDATE
+        # (xmax = 0 tells an inserted row from one updated by the conflict clause).
+        "insert": f"""
+            WITH written AS (
+                INSERT INTO {table} AS p ({cols})
+                SELECT b.sku, b.name, b.price_cents, b.stock FROM import_products_batch b
+                WHERE NOT EXISTS (SELECT FROM {table} x WHERE x.{sku} = b.sku)
+                ORDER BY b.sku
+                ON CONFLICT ({sku}) DO UPDATE SET {name} = EXCLUDED.{name}, {price} = EXCLUDED.{price},
+                    {stock} = EXCLUDED.{stock}, {updated} = now()
+                WHERE (p.{name}, p.{price}, p.{stock}) IS DISTINCT FROM (EXCLUDED.{name}, EXCLUDED.{price}, EXCLUDED.{stock})
+                RETURNING (p.xmax = 0) AS inserted
+            )
+            SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written""",
+    }
+
+
+def _write(db: str, spool, batches: list[tuple[int, int]], result: ImportResult, report: Progress) -> None:
+    wrapper = connections[db]
+    sql = _sql(db)
+    fast = True  # new skus: try COPY straight into the table first
+    start = 0
+    report("import", 0, result.rows)
+    for index, (end, rows) in enumerate(batches):
+        spool.seek(start)
+        data = spool.read(end - start)
+        start = end
+        held = _SignalsHeld()
+        with held:
+            with transaction.atomic(using=db), wrapper.cursor() as cur:
+                _set_timeouts(cur)
+                created, updated = _write_batch(wrapper, cur, sql, data, rows, fast)
+                unchanged = rows - created - updated
+                fast = created == rows  # no existing sku in this batch: the next one is likely new too
+                last = index == len(batches) - 1
+                if last:
+                    audit_bulk(model_label=Product._meta.label_lower, using=db, counts={
+                        **result.counts(), "created": result.created + created, "updated": result.updated + updated,
+                        "unchanged": result.unchanged + unchanged, "batches": result.batches + 1})
+                held.hold()  # from the commit to the counts: a signal waits, so the counts stay exact
+            result.created += created
+            result.updated += updated
+            result.unchanged += unchanged
+            result.batches += 1
+            result.batch_rows.append(rows)
+            result.audited = last
+        report("import", sum(result.batch_rows), result.rows)
+    if not batches:  # a header-only file is still a run
+        with transaction.atomic(using=db):
+            audit_bulk(model_label=Product._meta.label_lower, using=db, counts=result.counts())
+
+
+def _write_batch(wrapper, cur, sql: dict[str, str], data: bytes, rows: int, fast: bool) -> tuple[int, int]:
+    """Write one batch inside the caller's transaction; returns (created, updated)."""
+    if fast:
+        try:
+            with transaction.atomic(using=wrapper.alias), wrapper.wrap_database_errors:
+                with cur.cursor.copy(sql["copy"]) as copy:
+                    copy.write(data)
+            return rows, 0
+        except IntegrityError as exc:  # some sku exists: rolled back to the savepoint, take the slow path
+            if getattr(exc.__cause__, "sqlstate", None) != UNIQUE_VIOLATION:
+                raise
+    cur.execute(sql["plan"])
+    cur.execute(sql["stage"])
+    with wrapper.wrap_database_errors, cur.cursor.copy(sql["copy_stage"]) as copy:
+        copy.write(data)
+    cur.execute(sql["classify"])
+    existing, differing = cur.fetchone()
+    created = updated = 0
+    if differing:
+        cur.execute(sql["update"])
+        updated = cur.rowcount
+    if existing < rows:
+        cur.execute(sql["insert"])
+        created, raced = cur.fetchone()
+        updated += raced
+    return created, updated
+
+
+class _SignalsHeld:
+    """From `hold()` to the end of the block SIGINT/SIGTERM wait (the OS keeps them pending)."""
+
+    SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+    def __init__(self):
+        self.previous: set | None = None
+
+    def hold(self) -> None:
+        self.previous = signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.previous)  # a pending signal is delivered now
+
+
+def _audit_interrupted(db: str, result: ImportResult) -> None:
+    """A run stopped by a signal after some batches still leaves its one event."""
+    if not result.batches or result.audited:
+        return
+    try:
+        with transaction.atomic(using=db):
+            audit_bulk(model_label=Product._meta.label_lower, using=db, counts=result.counts(completed=False))
+    except Exception:  # the stop comes first; the committed batches are in the table either way
+        pass

@@ -1,0 +1,120 @@
+"""Operations tests run the real thing: gunicorn subprocesses on free ports,
+pointed at pytest-django's test databases, and throwaway clusters for faults.
+
+Reusable pieces: `ops_env` (a project environment on the test databases),
+`serve` (start gunicorn, stopped at teardown), `small_cluster` (max_connections
+20, i.e. 17 slots for non-superusers), and the /proc helpers that tell which
+process owns a database connection.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import psycopg
+import pytest
+
+from tests.pgcluster import PgCluster
+from tests.servers import Gunicorn, cluster_env, test_database_urls
+
+SMALL_MAX_CONNECTIONS = 20  # superuser_reserved_connections 3 leaves 17
+
+# pytest-django creates only the databases that marked tests ask for: every test
+# that serves from the test databases carries this mark (committed data, too).
+uses_test_databases = pytest.mark.django_db(databases=["default", "blog", "market"], transaction=True)
+
+
+@pytest.fixture(scope="session")
+def ops_urls(django_db_setup) -> dict[str, str]:
+    """{"SHARED": url, "BLOG": url, "MARKET": url} of the test databases."""
+    urls = test_database_urls()
+    names = [urlparse(u).path.lstrip("/") for u in urls.values()]
+    assert all(n.startswith("test_") for n in names), f"test databases not set up (mark the test): {names}"
+    return urls
+
+
+@pytest.fixture(scope="session")
+def ops_env(ops_urls) -> dict[str, str]:
+    return cluster_env(ops_urls)
+
+
+@pytest.fixture
+def serve():
+    """`serve(env, workers=2, threads=4, args=(...))` starts gunicorn and waits for /healthz."""
+    started: list[Gunicorn] = []
+
+    def start(env: dict[str, str], **kwargs) -> Gunicorn:
+        server = Gunicorn(env, **kwargs)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def small_cluster():
+    cluster = PgCluster("ops", settings={"max_connections": str(SMALL_MAX_CONNECTIONS)}).start()
+    for name in ("ops_shared", "ops_blog", "ops_market"):
+        cluster.create_database(name)
+    yield cluster
+    cluster.destroy()
+
+
+def connect(url: str, **kwargs) -> psycopg.Connection:
+    """A plain connection of the test itself, labelled `test:ops` unless told otherwise."""
+    kwargs.setdefault("autocommit", True)
+    kwargs.setdefault("application_name", "test:ops")
+    return psycopg.connect(url, connect_timeout=5, **kwargs)
+
+
+def activity(url: str, label_like: str = "%") -> list[dict]:
+    """pg_stat_activity rows of the database in `url` whose application_name is LIKE `label_like`
+    (the test's own connection excluded)."""
+    dbname = urlparse(url).path.lstrip("/")
+    with connect(url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        cur.execute("SELECT pid, client_port, application_name, state, wait_event_type FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid() AND application_name LIKE %s",
+                    (dbname, label_like))
+        return cur.fetchall()
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def tcp_owners(pids: list[int]) -> dict[int, set[int]]:
+    """Local TCP port -> the processes holding that socket (read from /proc)."""
+    inode_port: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            inode_port[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
+    owners: dict[int, set[int]] = {}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inode_port:
+                owners.setdefault(inode_port[link[8:-1]], set()).add(pid)
+    return owners
