@@ -51,7 +51,15 @@ class AuditedModel(models.Model):
     class Meta:
         abstract = True
 
+    def audit_snapshot(self) -> None:
+        """Declare the current values to be the stored row's (say, just locked with
+        `select_for_update()` in this transaction): the next save diffs against
+        them instead of reading the row again. Optional: without it the save
+        reads (and locks) the old row itself."""
+        self._audit_old = {f.attname: getattr(self, f.attname) for f in self._meta.concrete_fields}
+
     def save(self, *args, **kwargs):
+        snapshot = self.__dict__.pop("_audit_old", None)
         if args:  # Django < 6 still accepts the deprecated positional form
             kwargs.update(zip(("force_insert", "force_update", "using", "update_fields"), args))
         if _paused.get():
@@ -65,7 +73,9 @@ class AuditedModel(models.Model):
             written = _written_fields(self, update_fields)
             fields = [f for f in written if not _excluded(type(self), f)]
             old = None
-            if self.pk is not None and not kwargs.get("force_insert"):
+            if snapshot is not None and not kwargs.get("force_insert"):
+                old = {f.attname: snapshot[f.attname] for f in written}
+            elif self.pk is not None and not kwargs.get("force_insert"):
                 # Locked: the diff describes exactly the row this save replaces.
                 old = (type(self)._base_manager.using(using).select_for_update()
                        .filter(pk=self.pk).values(*[f.attname for f in written]).first())

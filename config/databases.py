@@ -48,7 +48,8 @@ def domain_vars(prefix: str) -> list[Var]:
     return [
         Var(p + "URL", "url", required=True, help="postgres://user:password@host:port/name"),
         Var(p + "POOL_MIN_SIZE", "int", 1, help="connections kept open per process"),
-        Var(p + "POOL_MAX_SIZE", "int", 8, help="most connections per process; keep it >= WEB_THREADS (docs/faults.md)"),
+        Var(p + "POOL_MAX_SIZE", "int", 8,
+            help="most connections per process; keep it >= WEB_THREADS (docs/faults.md)"),
         Var(p + "POOL_MAX_WAITING", "int", 0,
             help="requests allowed to queue for a connection, more get 503 at once; 0 = bounded by the threads only"),
         Var(p + "POOL_TIMEOUT", "float", 2.0, help="seconds a request waits for a free connection"),
@@ -241,16 +242,7 @@ def build(values: dict[str, Any]) -> tuple[dict[str, dict], dict[str, AliasInfo]
             },
             "TEST": {"MIRROR": domain.alias},
         }
-        jobs_pooler = pooler
-        if direct_cfg and not direct:
-            # Long jobs bypass a transaction pooler when a direct URL is given: they
-            # may hold session state (advisory locks, SET, server-side cursors) and
-            # need their own statement timeout, which only the startup packet can set.
-            jobs_pooler = "direct"
-            databases[jobs_alias].update(base_entry["DIRECT"], POOLER="direct", DISABLE_SERVER_SIDE_CURSORS=False)
-            databases[jobs_alias]["OPTIONS"].update(_options(
-                values, p, label=jobs_label, statement_ms=values["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"], direct=True))
-        aliases[jobs_alias] = AliasInfo(jobs_alias, domain.alias, "jobs", jobs_label, jobs_max, jobs_pooler)
+        aliases[jobs_alias] = AliasInfo(jobs_alias, domain.alias, "jobs", jobs_label, jobs_max, pooler)
 
         if values[p + "REPLICA_URL"]:
             rep_cfg = _url_config(p + "REPLICA_URL", values[p + "REPLICA_URL"])

@@ -5,13 +5,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import connections
 from django.http import HttpResponse, JsonResponse
 
 from config.breaker import DatabaseUnavailable, breaker_for
 from config.db_backend.base import check_with_deadline
 from config.http import error_response
+from config.users import user_get_public
 from config.probe import probe
 
 READY_DEADLINE_S = 1.0
@@ -71,7 +71,7 @@ def readyz(request):
 
 
 def user_detail(request, user_id: int):
-    row = (get_user_model().objects.filter(pk=user_id).values("id", "username", "email").first())
+    row = user_get_public(user_id=user_id)
     if row is None:
         return error_response(404, "user_not_found", f"no user with id {user_id}")
     return JsonResponse({"data": row})

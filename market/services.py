@@ -195,10 +195,6 @@ def transfer_create(*, user, from_account_id: int, to_account_id: int, amount_ce
     # Fresh reads only: a replica may not have the first copy of this request yet.
     primary = router.db_for_write(Transfer)
     same_key = Transfer.objects.using(primary).filter(requester_id=user.pk, idempotency_key=idempotency_key)
-
-    existing = same_key.first()
-    if existing is not None:
-        return _replay(existing, request_hash)
     try:
         with atomic_for(Transfer):
             ids = sorted((from_account_id, to_account_id))
@@ -206,11 +202,13 @@ def transfer_create(*, user, from_account_id: int, to_account_id: int, amount_ce
             for account_id in (from_account_id, to_account_id):
                 if account_id not in accounts:
                     raise AccountNotFound(f"no account with id {account_id}", account_id=account_id)
-            # A concurrent copy of this request that held the locks first has committed by now.
+            # Checked under the locks: a concurrent copy of this request that held them first has committed.
             existing = same_key.first()
             if existing is not None:
                 return _replay(existing, request_hash)
             source, target = accounts[from_account_id], accounts[to_account_id]
+            for account in (source, target):
+                account.audit_snapshot()  # just locked: the audit diff needs no second read
             if source.owner_id is not None and source.owner_id != user.pk and not user.is_staff:
                 raise Forbidden("only the owner of the account (or staff) may move money out of it")
             if source.balance_cents < amount_cents:

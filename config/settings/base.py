@@ -57,6 +57,15 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# The stack of `/api/`, `/healthz`, `/readyz` and `/metrics` (config/wsgi.py): token-authenticated
+# JSON needs no sessions, CSRF, messages, frame options, login throttling or static files.
+API_MIDDLEWARE = [
+    "config.middleware.RequestMetricsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "config.middleware.DatabaseErrorMiddleware",
+    "config.middleware.ReadYourWritesMiddleware",
+]
+
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",

@@ -180,3 +180,22 @@ def test_outbox_rows_are_not_audited_themselves():
     product()
     assert [e.model for e in events(MarketOutbox)] == ["market.product"]
     assert not hasattr(MarketOutbox, "audit_exclude")
+
+
+def test_a_snapshot_of_a_locked_row_replaces_the_second_read():
+    p = product()
+    with transaction.atomic(using="market"):
+        locked = Product.objects.select_for_update().get(pk=p.pk)
+        locked.audit_snapshot()
+        locked.stock = 2
+        with CaptureQueriesContext(connections["market"]) as queries:
+            locked.save(update_fields=["stock"])
+    assert not [q for q in queries if q["sql"].startswith("SELECT")]
+    update = events(MarketOutbox, action="update")
+    assert [e.changes for e in update] == [{"stock": {"old": 3, "new": 2}}]
+    # Without a snapshot the save reads (and locks) the row itself.
+    p.refresh_from_db()
+    p.stock = 1
+    with CaptureQueriesContext(connections["market"]) as queries:
+        p.save(update_fields=["stock"])
+    assert [q for q in queries if q["sql"].startswith("SELECT") and "FOR UPDATE" in q["sql"]]

@@ -6,24 +6,34 @@ from django.db import connections
 
 from config.router import connected_to
 from tests.conftest import manage, project_env
-from tests.servers import Gunicorn, cluster_env, http
+from tests.servers import Gunicorn, cluster_env, http, test_database_urls
 
 
+def test_database_env():
+    return project_env(**{f"{p}_DATABASE_URL": url for p, url in test_database_urls().items()})
+
+
+test_database_env.__test__ = False
+
+
+@pytest.mark.django_db(databases=["default"])
 def test_dbcheck_lists_every_alias():
-    result = manage("dbcheck")
+    result = manage("dbcheck", env=test_database_env())
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
     assert set(rows) == {"default", "default_jobs", "blog", "blog_jobs", "market", "market_jobs"}
     assert all(line.rstrip().endswith("ok") for line in rows.values())
 
 
+@pytest.mark.django_db(databases=["default"])
 def test_dbcheck_names_a_hung_and_a_refused_alias_without_waiting_forever(make_cluster):
     hung = make_cluster("hung")
     hung.create_database("market")
     hung.hang()
-    env = project_env(MARKET_DATABASE_URL=hung.url("market", password="s3cr3t-pw"),
-                      BLOG_DATABASE_URL="postgres://app:s3cr3t-pw@127.0.0.1:1/blog",
-                      MARKET_DATABASE_CONNECT_TIMEOUT="1", BLOG_DATABASE_CONNECT_TIMEOUT="1")
+    env = {**test_database_env(), "MARKET_DATABASE_URL": hung.url("market", password="s3cr3t-pw")}
+    env.update(
+               BLOG_DATABASE_URL="postgres://app:s3cr3t-pw@127.0.0.1:1/blog",
+               MARKET_DATABASE_CONNECT_TIMEOUT="1", BLOG_DATABASE_CONNECT_TIMEOUT="1")
     result = manage("dbcheck", env=env, timeout=20)
     assert result.returncode == 1
     out = result.stdout + result.stderr
