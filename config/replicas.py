@@ -168,7 +168,7 @@ def read_scope(*, replicas: bool = True, client_lsns: dict[str, int] | None = No
     now = time.monotonic()
     for base, lsn in scope.client_lsns.items():
         if has_replica(base):
-            monitor(base + REPLICA_SUFFIX).note_primary_lsn(lsn, now)
+            monitor(replica_alias(base)).note_primary_lsn(lsn, now)
     token = _scope.set(scope)
     try:
         yield scope
@@ -190,7 +190,7 @@ def has_replica(base: str) -> bool:
 
 def read_alias(base: str) -> str:
     """The alias that serves a read of `base`'s data right now (the router's db_for_read)."""
-    replica = base + REPLICA_SUFFIX
+    replica = replica_alias(base)
     if replica not in settings.DATABASE_ALIASES:
         return base
     scope = _scope.get()
@@ -207,16 +207,19 @@ def read_alias(base: str) -> str:
     return chosen
 
 
-_NOT_WRITES = _CONTROL | {"SELECT", "VALUES", "TABLE", "EXPLAIN", "DECLARE"}
-
-
 def writes_data(sql) -> bool:
-    """Cheap test for the write tracker: locking reads are not writes (they sit in a transaction
-    that writes, or that changes nothing)."""
+    """Whether a statement on a primary changes data (for read-your-writes). Locking reads are not
+    writes: they sit in a transaction that writes, or that changes nothing."""
     kind = statement_kind(sql)
-    if kind in _NOT_WRITES:
+    if kind in _CONTROL or kind in ("VALUES", "TABLE", "DECLARE"):
         return False
-    return kind != "WITH" or not is_read_only_sql(sql)
+    if kind not in ("SELECT", "WITH", "EXPLAIN"):
+        return True
+    text = sql.decode("utf-8", "replace") if isinstance(sql, bytes) else str(sql)
+    if kind == "SELECT" and not _INTO_RE.search(text):
+        return False  # the hot path: every ORM read
+    body = _QUOTED_RE.sub("''", text)
+    return bool(_WRITE_WORD_RE.search(body) or (kind == "SELECT" and _INTO_RE.search(body)))
 
 
 def _track_writes(execute, sql, params, many, context):
@@ -347,7 +350,7 @@ class ReplicaMonitor:
             lag = max(lag, replay_age_ms)
         if not streaming:
             return ReplicaStatus(False, "not streaming from its primary", replay, lag, now)
-        if False:
+        if lag > self.max_lag_ms:
             return ReplicaStatus(False, f"lagging {lag:.0f} ms", replay, lag, now)
         return ReplicaStatus(True, "", replay, lag, now)
 
