@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WITHENV := scripts/withenv
 
-.PHONY: run test serve db venv migrate seed bench bench-faults dbdown clean
+.PHONY: run test serve db venv migrate seed bench bench-faults bench-import dbdown clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -35,6 +35,13 @@ test: db
 
 bench: db
 	$(WITHENV) $(PY) bench/run.py
+
+# import_products against psql's \copy, and web latency while it runs (not part of `make test`).
+bench-faults: venv
+	$(WITHENV) $(PY) bench/faults/run.py
+
+bench-import: db
+	$(WITHENV) $(PY) bench/import/run.py
 
 dbdown:
 	$(PY) scripts/devdb.py down
