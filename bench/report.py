@@ -68,6 +68,8 @@ def summarize(results: dict) -> dict:
                 "rps_median": _median(rps), "rps_min": min(rps), "rps_max": max(rps),
                 "p50_ms_median": _median([r["p50_ms"] for r in runs]),
                 "p99_ms_median": _median([r["p99_ms"] for r in runs]),
+                "cpu_us_median": _median([r["server_cpu_us_per_request"] for r in runs
+                                          if r.get("server_cpu_us_per_request") is not None]),
                 "requests": sum(r["requests"] for r in runs),
                 "non2xx": sum(r["non2xx"] for r in runs),
                 "socket_errors": sum(r["socket_errors"] for r in runs),
@@ -232,6 +234,9 @@ def markdown(results: dict, chart_name: str | None) -> str:
         "  (`<P>_DATABASE_POOL_MAX_SIZE`);",
         "  `DJANGO_DEBUG=false`. The seed: one node process per database (users on the shared one, accounts",
         "  on the market one), node-postgres `Pool` max 10.",
+        "- Server CPU µs/req: user + system CPU of the server's processes (master and workers) during the",
+        "  run, divided by the requests answered. It moves much less than rps when other work shares the",
+        "  machine, and it is where Python's cost shows (PostgreSQL's and wrk's CPU are not in it).",
         "- Peak connections: `pg_stat_activity` sampled every 100 ms from a separate thread, client backends",
         "  of the bench databases whose `application_name` is `web:*` (the project's web pools), during",
         "  the mixed load; compared with the budget of `manage.py dbbudget --json` (see below). The",
@@ -258,12 +263,14 @@ def markdown(results: dict, chart_name: str | None) -> str:
     for scenario, block in results["summary"].items():
         out += [f"### {SCENARIO_TITLES[scenario]}", "",
                 f"Baseline of the ratios: `{block['baseline']}`.", "",
-                "| system | rps (median) | rps min-max | p50 ms | p99 ms | rps ratio | p99 ratio | non-2xx | socket errors | peak conns |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
+                "| system | rps (median) | rps min-max | p50 ms | p99 ms | rps ratio | p99 ratio | server CPU µs/req "
+                "| non-2xx | socket errors | peak conns |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, e in block["systems"].items():
             out.append(f"| `{name}` | {_fmt(e['rps_median'], 0)} | {_fmt(e['rps_min'], 0)}-{_fmt(e['rps_max'], 0)} | "
                        f"{_fmt(e['p50_ms_median'])} | {_fmt(e['p99_ms_median'])} | {_fmt(e.get('rps_ratio'))} | "
-                       f"{_fmt(e.get('p99_ratio'))} | {e['non2xx']} | {e['socket_errors']} | {e['peak_connections']} |")
+                       f"{_fmt(e.get('p99_ratio'))} | {_fmt(e.get('cpu_us_median'), 0)} | {e['non2xx']} | "
+                       f"{e['socket_errors']} | {e['peak_connections']} |")
         out.append("")
     b = results["budget"]
     out += ["### Connection budget", "",

@@ -133,8 +133,14 @@ def with_db(url: str, dbname: str) -> str:
     return urlunparse(urlparse(url)._replace(path="/" + dbname))
 
 
+def labelled(url: str, name: str) -> str:
+    """The URL with an application_name, so the sampler can tell whose connections it sees."""
+    return url + ("&" if "?" in url else "?") + f"application_name={name}"
+
+
 def project_env(urls: dict[str, str], **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_POOL_DISABLED", "APP_ROLE")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_POOL_DISABLED", "APP_ROLE", "PROMETHEUS_MULTIPROC_DIR", "PLATFORM_METRICS_DIR_OWNED")}
     env.update({f"{p}_DATABASE_URL": u for p, u in urls.items()})
     env.update(DJANGO_DEBUG="false", DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
     env.update(extra)
@@ -210,6 +216,23 @@ class Procs:
                 self.stop(proc)
             except Exception as exc:  # keep stopping the others
                 say(f"could not stop {proc.name}: {exc}")
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every live process in a process group (a server and its workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        if int(fields[2]) == pgid:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
 
 
 def free_port() -> int:
@@ -530,27 +553,6 @@ def main() -> int:
         if shutil.which(tool) is None:
             sys.exit(f"[bench] `{tool}` is not installed (Debian: apt-get install wrk nodejs npm)")
     started = time.monotonic()
-    VAR.mkdir(parents=True, exist_ok=True)
-    urls = bench_urls()
-    env = project_env(urls)
-    values = topology_values(env)
-    workers, threads = values["WEB_CONCURRENCY"], values["WEB_THREADS"]
-    machine = machine_info(urls["SHARED"])
-    ids_file, token_file = VAR / "user_ids.txt", VAR / "token.txt"
-    state_file = VAR / "data.json"
-
-    reuse = (env_bool("BENCH_REUSE_DB", False) and databases_ready(urls, ids_file) and state_file.exists()
-             and not json.loads(state_file.read_text())["missing"])
-    if not reuse:
-        create_databases(urls)
-        say("migrate_all")
-        run_checked([str(VENV_BIN / "python"), "manage.py", "migrate_all"], env, "migrate_all")
-        say(f"seeding {USERS} users")
-        seeded = json.loads(run_checked([str(VENV_BIN / "python"), "bench/seed.py", str(VAR)],
-                                        {**env, "BENCH_USERS": str(USERS)}, "bench/seed.py").strip().splitlines()[-1])
-        say(f"seeded {seeded['users']} users")
-    prepare_seed_copy()
-
     procs = Procs()
     sampler = None
 
@@ -560,6 +562,27 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     try:
+        VAR.mkdir(parents=True, exist_ok=True)
+        urls = bench_urls()
+        env = project_env(urls)
+        values = topology_values(env)
+        workers, threads = values["WEB_CONCURRENCY"], values["WEB_THREADS"]
+        machine = machine_info(urls["SHARED"])
+        ids_file, token_file = VAR / "user_ids.txt", VAR / "token.txt"
+        state_file = VAR / "data.json"
+
+        reuse = (env_bool("BENCH_REUSE_DB", False) and databases_ready(urls, ids_file) and state_file.exists()
+                 and not json.loads(state_file.read_text())["missing"])
+        if not reuse:
+            create_databases(urls)
+            say("migrate_all")
+            run_checked([str(VENV_BIN / "python"), "manage.py", "migrate_all"], env, "migrate_all")
+            say(f"seeding {USERS} users")
+            out = run_checked([str(VENV_BIN / "python"), "bench/seed.py", str(VAR)],
+                              {**env, "BENCH_USERS": str(USERS)}, "bench/seed.py")
+            say(f"seeded {json.loads(out.strip().splitlines()[-1])['users']} users")
+        prepare_seed_copy()
+
         ports = {name: free_port() for name in ("seed", "seed_market", "project", "project_nopool", "bare")}
         gunicorn = [str(VENV_BIN / "gunicorn"), "-c", "config/gunicorn.conf.py"]
         servers = {
@@ -574,20 +597,18 @@ def main() -> int:
             # shared database and accounts in the market one.
             "seed": procs.start("seed", ["node", "app.js"], cwd=SEED_COPY, env={
                 **os.environ, "PORT": str(ports["seed"]),
-                "DATABASE_URL": urls["SHARED"] + "?application_name=bench:seed"}),
+                "DATABASE_URL": labelled(urls["SHARED"], "bench:seed")}),
             "seed_market": procs.start("seed_market", ["node", "app.js"], cwd=SEED_COPY, env={
                 **os.environ, "PORT": str(ports["seed_market"]), "ACCOUNTS_TABLE": "market_account",
-                "DATABASE_URL": urls["MARKET"] + "?application_name=bench:seed"}),
+                "DATABASE_URL": labelled(urls["MARKET"], "bench:seed")}),
         }
         base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         ids = ids_file.read_text().split()
         for name, proc in servers.items():
-            path = "/healthz" if name.startswith("project") else f"/api/users/{ids[0]}"
-            if name == "seed_market":
-                path = "/api/users/1"  # answers 404 there; readiness is "listening", probed below
+            if name == "seed_market":  # no users in that database: listening is ready
                 wait_listening(proc, ports[name])
-                continue
-            wait_ready(proc, base[name] + path)
+            else:
+                wait_ready(proc, base[name] + ("/healthz" if name.startswith("project") else f"/api/users/{ids[0]}"))
         say("servers up: " + ", ".join(f"{n}=:{p}" for n, p in ports.items()))
 
         token = token_file.read_text().strip()
@@ -635,7 +656,13 @@ def main() -> int:
                 if not proc.alive():  # e.g. a broad pkill from elsewhere on a shared machine
                     raise RuntimeError(f"{proc.name} exited (code {proc.popen.returncode}) before "
                                        f"{scenario}/{system}:\n{proc.tail()}")
-            return wrk(url, mode, args + [f"prefix={nonce}-{tag}-{system}"], duration)
+            # Server CPU per request moves far less with other load on the machine than rps does.
+            server = servers["seed_market" if (scenario, system) == ("transfer", "seed") else system]
+            cpu_before = group_cpu_seconds(server.popen.pid)
+            result = wrk(url, mode, args + [f"prefix={nonce}-{tag}-{system}"], duration)
+            cpu = group_cpu_seconds(server.popen.pid) - cpu_before
+            result["server_cpu_us_per_request"] = round(cpu / result["requests"] * 1e6) if result["requests"] else None
+            return result
 
         budget = connection_budget(env, values)
         sampler = ConnectionSampler(urls["SHARED"], list(PREFIXES.values()))
@@ -645,7 +672,10 @@ def main() -> int:
             say(f"warm-up, {WARMUP}s per system")
             for scenario, systems in scenarios.items():
                 for system in systems:
-                    measure(scenario, system, WARMUP, "warmup")
+                    warm = measure(scenario, system, WARMUP, "warmup")
+                    if warm["non2xx"] or warm["socket_errors"]:
+                        say(f"  warm-up {scenario}/{system}: {warm['non2xx']} non-2xx, "
+                            f"{warm['socket_errors']} socket errors, first: {warm['bad_sample']}")
 
         rounds = []
         for r in range(ROUNDS):
@@ -662,7 +692,8 @@ def main() -> int:
                     runs.append(result)
                     say(f"round {r + 1}/{ROUNDS} {scenario:<9} {system:<15} {result['rps']:>8.1f} rps  "
                         f"p50 {result['p50_ms']:>6.2f} ms  p99 {result['p99_ms']:>7.2f} ms  "
-                        f"non-2xx {result['non2xx']}  socket errors {result['socket_errors']}  peak conns {peak['total']}")
+                        f"cpu/req {result['server_cpu_us_per_request']} us  non-2xx {result['non2xx']}  "
+                        f"socket errors {result['socket_errors']}  peak conns {peak['total']}")
                     if result["bad_sample"]:
                         say(f"  first non-2xx: {result['bad_sample']}")
             rounds.append({"round": r + 1, "runs": runs})

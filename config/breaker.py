@@ -52,6 +52,7 @@ class Breaker:
     opened_at: float | None = None
     opened_total: int = 0
     probes_total: int = 0
+    last_error: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _wake: threading.Event = field(default_factory=threading.Event, repr=False)
     _prober: threading.Thread | None = field(default=None, repr=False)
@@ -85,9 +86,12 @@ class Breaker:
             if was_open:
                 log.warning("database %r answers again: circuit breaker closed", self.alias)
 
-    def failure(self) -> None:
+    def failure(self, error: str = "") -> None:
+        """One more failure in a row; `error` (no password in it) is kept for the log line."""
         with self._lock:
             self.failures += 1
+            if error:
+                self.last_error = error
             if self.opened_at is not None or self.failures < self.failures_to_open or self._stopped:
                 return
             self.opened_at = time.monotonic()
@@ -96,7 +100,8 @@ class Breaker:
             if not self.probing:
                 self._prober = threading.Thread(target=self._probe_loop, name=f"breaker-{self.alias}", daemon=True)
                 self._prober.start()
-        log.warning("database %r failed %d times in a row: circuit breaker open", self.alias, self.failures)
+        log.warning("database %r failed %d times in a row: circuit breaker open (last error: %s)", self.alias,
+                    self.failures, self.last_error or "-")
 
     def stop(self) -> None:
         """End the prober (tests, fork): the breaker is forgotten."""

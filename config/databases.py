@@ -64,9 +64,13 @@ def domain_vars(prefix: str) -> list[Var]:
         Var(p + "SSLMODE", "choice", "prefer", choices=SSLMODES, help="libpq sslmode"),
         Var(p + "SSLROOTCERT", "str", "", help="CA file for verify-ca / verify-full"),
         Var(p + "POOLER", "choice", "direct", choices=POOLERS, help="transaction = behind PgBouncer/Supavisor"),
+        Var(p + "POOLER_MAX_CLIENT_CONN", "int", 100,
+            help="client connections the pooler accepts (PgBouncer max_client_conn); judged by dbbudget and at boot"),
+        Var(p + "POOLER_POOL_SIZE", "int", 20,
+            help="server connections the pooler opens per database/user pair (default_pool_size + reserve_pool_size)"),
         Var(p + "REPLICA_URL", "url", None, help="optional streaming replica for reads"),
         Var(p + "REPLICA_MAX_LAG_MS", "int", 5000, help="a replica further behind is skipped"),
-        Var(p + "DIRECT_URL", "url", None, help="direct server URL for migrations when URL is a pooler"),
+        Var(p + "DIRECT_URL", "url", None, help="the server behind the pooler: migrations, job locks, dbbudget"),
     ]
 
 

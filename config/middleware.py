@@ -50,6 +50,18 @@ def _remember_database_fault(sender, request=None, **kwargs):
 got_request_exception.connect(_remember_database_fault, dispatch_uid="config.middleware.database_fault")
 
 
+class AllowedHostsMiddleware:
+    """ALLOWED_HOSTS for the short API stack (config/wsgi.py), which has no CommonMiddleware:
+    a forged Host header is refused (400) there too."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        request.get_host()  # raises DisallowedHost, which Django answers with 400
+        return self.get_response(request)
+
+
 class RequestMetricsMiddleware:
     """Outermost: counts every request by domain and status, its latency, and how long
     it held a pooled connection of each alias (config/metrics.py)."""

@@ -47,11 +47,14 @@ def clean_error(exc: BaseException, password: str | None = None) -> str:
     return text
 
 
-def probe(alias: str, timeout: float | None = None, sql: str | None = None) -> ProbeResult:
-    """`SELECT 1` within the deadline; then `sql`, if given, on the same connection (boot reads limits so)."""
+def probe(alias: str, timeout: float | None = None, sql: str | None = None, *, direct: bool = False) -> ProbeResult:
+    """`SELECT 1` within the deadline; then `sql`, if given, on the same connection (boot reads limits so).
+    `direct`: through the alias's `<P>_DATABASE_DIRECT_URL` (the server behind its pooler)."""
     sd = connections[alias].settings_dict
+    if direct:
+        sd = sd["DIRECT"]
     result = ProbeResult(alias, f"{sd['HOST']}:{sd['PORT'] or 5432}", sd["NAME"], ok=False)
-    params = connect_kwargs(alias)
+    params = connect_kwargs(alias, direct=direct)
     deadline = timeout or float(params.get("connect_timeout", 2))
     params["connect_timeout"] = max(int(deadline + 0.999), 1)
     start = time.perf_counter()

@@ -65,8 +65,8 @@ class RedactingFilter(SafeExceptionReporterFilter):
 
     def cleanse_setting(self, key, value):
         cleansed = super().cleanse_setting(key, value)
-        if isinstance(cleansed, str):
-            return redact(cleansed, configured_passwords())
+        if isinstance(cleansed, str):  # lazy strings too
+            return redact(str(cleansed), configured_passwords())
         return cleansed
 
     def get_traceback_frame_variables(self, request, tb_frame):

@@ -2,6 +2,8 @@
 
 - a model goes to the alias of its app (`default` for apps not listed);
 - inside `connected_to("jobs")` reads and writes go to that database's jobs pool;
+- other reads may go to `<alias>_replica` when config/replicas.py says it is safe
+  (writes, `select_for_update` and reads inside a transaction never do);
 - `allow_migrate` answers True or False, never None, and only for primary aliases;
 - relations are allowed only between objects of the same database.
 """
@@ -61,7 +63,7 @@ class TopologyRouter:
         base = home_alias(model._meta.app_label)
         if _role.get() == "jobs":
             return base + "_jobs"
-        from config import replicas
+        from config import replicas  # imported late: it needs the configured settings
 
         return replicas.read_alias(base)
 

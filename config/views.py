@@ -57,16 +57,20 @@ def _ready_one(alias: str) -> dict:
 
 def readyz(request):
     """Every non-jobs alias in parallel; a hung one answers `ok: false` after READY_DEADLINE_S,
-    whatever the pool is doing (the executor is not waited for)."""
+    whatever the pool is doing (the executor is not waited for).
+
+    Primaries decide readiness. A replica is listed (`"role": "replica"`) but a failing one
+    keeps the answer 200: its reads fall back to the primary (config/replicas.py)."""
     start = time.perf_counter()
-    aliases = [a for a, info in settings.DATABASE_ALIASES.items() if info.kind != "jobs"]
-    ex = ThreadPoolExecutor(max_workers=len(aliases), thread_name_prefix="readyz")
-    futures = {alias: ex.submit(_ready_one, alias) for alias in aliases}
+    roles = {a: info.kind for a, info in settings.DATABASE_ALIASES.items() if info.kind != "jobs"}
+    ex = ThreadPoolExecutor(max_workers=len(roles), thread_name_prefix="readyz")
+    futures = {alias: ex.submit(_ready_one, alias) for alias in roles}
     wait(futures.values(), timeout=READY_DEADLINE_S + 0.5)
     ex.shutdown(wait=False)
-    results = {alias: f.result() if f.done() else {"ok": False, "ms": _ms(start), "error": "timeout"}
+    results = {alias: {**(f.result() if f.done() else {"ok": False, "ms": _ms(start), "error": "timeout"}),
+                       "role": roles[alias]}
                for alias, f in futures.items()}
-    ok = all(r["ok"] for r in results.values())
+    ok = all(r["ok"] for r in results.values() if r["role"] != "replica")
     return JsonResponse({"status": "ok" if ok else "unavailable", "databases": results}, status=200 if ok else 503)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
+import itertools
 import os
 import signal
 import tempfile
@@ -38,6 +38,7 @@ from market.models import MAX_PRICE_CENTS, MAX_STOCK, SKU_RE, Product
 COLUMNS = ("sku", "name", "price_cents", "stock")
 DEFAULT_BATCH_SIZE = 50_000
 MAX_BATCH_SIZE = 500_000
+SPOOL_CHUNK_ROWS = 5_000
 # One 64-bit advisory lock key per job, derived from its name (pg_locks shows it as classid/objid).
 LOCK_KEY = int.from_bytes(hashlib.blake2b(b"market.import_products", digest_size=8).digest(), "big", signed=True)
 UNIQUE_VIOLATION = "23505"
@@ -234,8 +235,8 @@ def _line_numbers(path: Path, ordinals: set[int]) -> dict[int, int]:
     return out
 
 
-def _bad_int(value: str, line: int, column: str, maximum: int) -> int:
-    """The slow path of integer parsing: surrounding spaces allowed, or a precise error."""
+def _int(value: str, line: int, column: str, maximum: int) -> int:
+    """A non-negative integer (surrounding spaces allowed), or a precise error."""
     text = value.strip()
     if not text or not (text.isascii() and text.isdigit()):
         if _has_bad_bytes(value):
@@ -254,6 +255,33 @@ def _has_bad_bytes(value: str) -> bool:
     return False
 
 
+def _row_values(row: list[str], positions: list[int], line: int, name_max: int) -> tuple[str, str, int, int]:
+    """One record's values, normalised, or `ImportRejected` naming its line and column."""
+    if len(row) != len(COLUMNS):
+        if len(row) < len(COLUMNS):
+            missing = [c for c, i in zip(COLUMNS, positions) if i >= len(row)]
+            raise ImportRejected(line, missing[0], "missing (the row has fewer fields than the header)")
+        raise ImportRejected(line, f"#{len(row)}", f"unexpected field (the header has {len(COLUMNS)} columns)")
+    i_sku, i_name, i_price, i_stock = positions
+    sku = row[i_sku]
+    if not SKU_RE.match(sku):
+        if not sku:
+            raise ImportRejected(line, "sku", "must not be empty")
+        raise ImportRejected(line, "sku", "is not valid UTF-8" if _has_bad_bytes(sku) else SKU_MESSAGE)
+    name = row[i_name].strip()
+    if "\x00" in name:
+        raise ImportRejected(line, "name", "must not contain a NUL character")
+    if not name or len(name) > name_max:
+        raise ImportRejected(line, "name", f"must be non-empty text of at most {name_max} characters")
+    return (sku, name, _int(row[i_price], line, "price_cents", MAX_PRICE_CENTS),
+            _int(row[i_stock], line, "stock", MAX_STOCK))
+
+
+def _csv_line(sku: str, name: str, price: int, stock: int) -> str:
+    # The name is always quoted, so commas, quotes and line breaks in it need nothing more.
+    return f'{sku},"{name.replace(chr(34), chr(34) * 2)}",{price},{stock}'
+
+
 class _Undecodable(Exception):
     def __init__(self, ordinal: int):
         self.ordinal = ordinal
@@ -261,7 +289,13 @@ class _Undecodable(Exception):
 
 def _validate(db: str, path: Path, spool, batch_size: int, result: ImportResult,
               report: Progress) -> list[tuple[int, int]]:
-    """Validate the whole file into `spool`; returns the batches as (spool end offset, rows)."""
+    """Validate the whole file into `spool`; returns the batches as (spool end offset, rows).
+
+    The spool holds one canonical CSV line per row, in the table's column
+    order. Most lines of a product file have no quote: those are split and
+    checked inline and, when already canonical, spooled as they are; a line
+    with a quote goes through the csv module (its record may span lines).
+    """
     total_bytes = path.stat().st_size
     name_max = Product._meta.get_field("name").max_length
     sku_ok = SKU_RE.match
@@ -270,118 +304,145 @@ def _validate(db: str, path: Path, spool, batch_size: int, result: ImportResult,
     rejected: ImportRejected | None = None
     undecodable: int | None = None
     bad_ordinal = 2**62
-    # The spooled rows also stream into a temporary table, numbered in file
-    # order, in one COPY for the whole pass: the server looks for repeated skus
-    # while this process parses, and this process's memory stays flat. One
-    # transaction, so it works through a transaction pooler too.
-    with transaction.atomic(using=db), wrapper.cursor() as cur:
-        _set_timeouts(cur)
-        cur.execute('CREATE TEMP TABLE import_products_seen (n bigint GENERATED ALWAYS AS IDENTITY, '
-                    'sku text COLLATE "C" NOT NULL, name text, price_cents bigint, stock integer) ON COMMIT DROP')
-        with _open(path) as text, wrapper.wrap_database_errors, \
-                cur.cursor.copy("COPY import_products_seen (sku, name, price_cents, stock) FROM STDIN (FORMAT csv)") \
-                as seen:
-            reader = csv.reader(text, strict=True)
-            i_sku, i_name, i_price, i_stock = _header(reader)
-            chunk: list[tuple[str, str, int, int]] = []
-            last = reader.line_num
-            try:
+    duplicate = False
+    # The skus also stream into a temporary table keyed on sku, in one COPY for
+    # the whole pass: the server catches a repeated sku while this process
+    # parses, and this process's memory stays flat. One transaction, so it works
+    # through a transaction pooler too.
+    try:
+        with transaction.atomic(using=db), wrapper.cursor() as cur, _open(path) as text:
+            _set_timeouts(cur)
+            cur.execute('CREATE TEMP TABLE import_products_seen (sku text COLLATE "C" PRIMARY KEY) ON COMMIT DROP')
+            with wrapper.wrap_database_errors, cur.cursor.copy("COPY import_products_seen (sku) FROM STDIN") as seen:
+                reader = csv.reader(text, strict=True)
+                positions = _header(reader)
+                i_sku, i_name, i_price, i_stock = positions
+                canonical = positions == [0, 1, 2, 3]
+                # Rows go to the spool a few thousand at a time, whatever the batch size:
+                # memory depends on neither the file nor the batch.
+                chunk: list[str] = []
+                skus: list[str] = []  # the chunk's skus, for the duplicate check
+                chunk_size = flush_at = min(batch_size, SPOOL_CHUNK_ROWS)
+                batch_start = 0  # rows before the batch being spooled
+                line = reader.line_num  # physical lines read so far
                 try:
-                    for row in reader:
-                        line, last = last + 1, reader.line_num
-                        if len(row) != 4:
-                            if not row:
+                    for raw in text:
+                        line += 1
+                        if '"' in raw:
+                            start = line
+                            record = csv.reader(itertools.chain((raw,), text), strict=True)
+                            try:
+                                row = next(record)
+                            except csv.Error as exc:
+                                raise ImportRejected(start, None, f"not valid CSV ({exc})") from None
+                            line += record.line_num - 1
+                            values = _row_values(row, positions, start, name_max)
+                            chunk.append(_csv_line(*values))
+                            skus.append(values[0])
+                        else:
+                            body = raw.rstrip("\r\n")
+                            if not body:
                                 continue  # a blank line
-                            if len(row) < 4:
-                                missing = [c for c, i in zip(COLUMNS, (i_sku, i_name, i_price, i_stock))
-                                           if i >= len(row)]
-                                raise ImportRejected(line, missing[0], "missing (the row has fewer fields than "
-                                                                       "the header)")
-                            raise ImportRejected(line, f"#{len(row)}", "unexpected field (the header has 4 columns)")
-                        sku = row[i_sku]
-                        if not sku_ok(sku):
-                            if not sku:
-                                raise ImportRejected(line, "sku", "must not be empty")
-                            raise ImportRejected(line, "sku",
-                                                 "is not valid UTF-8" if _has_bad_bytes(sku) else SKU_MESSAGE)
-                        name = row[i_name].strip()
-                        if not name or len(name) > name_max or "\x00" in name:
-                            raise ImportRejected(line, "name", "must not contain a NUL character" if "\x00" in name
-                                                 else f"must be non-empty text of at most {name_max} characters")
-                        value = row[i_price]
-                        if value.isdigit() and value.isascii() and len(value) < 13:
-                            price = int(value)
-                        else:
-                            price = _bad_int(value, line, "price_cents", MAX_PRICE_CENTS)
-                        value = row[i_stock]
-                        if value.isdigit() and value.isascii() and len(value) < 10:
-                            stock = int(value)
-                        else:
-                            stock = _bad_int(value, line, "stock", MAX_STOCK)
-                        chunk.append((sku, name, price, stock))
-                        if len(chunk) == batch_size:
-                            batches.append(_spool_chunk(spool, seen, chunk, result.rows))
+                            row = body.split(",")
+                            if len(row) != 4:
+                                _row_values(row, positions, line, name_max)  # raises, naming the column
+                            sku, name, price, stock = row[i_sku], row[i_name], row[i_price], row[i_stock]
+                            if (sku_ok(sku) and name and len(name) <= name_max and len(name.strip()) == len(name)
+                                    and "\x00" not in name and price.isdigit() and price.isascii() and len(price) < 13
+                                    and stock.isdigit() and stock.isascii() and len(stock) < 10):
+                                # Plainly valid (12 and 9 digits stay below both maxima): no int() needed.
+                                chunk.append(body if canonical else f"{sku},{name},{price},{stock}")
+                            else:
+                                chunk.append(_csv_line(*_row_values(row, positions, line, name_max)))
+                            skus.append(sku)
+                        if len(chunk) == flush_at:
+                            end = _spool_chunk(spool, seen, chunk, skus, result.rows)
                             result.rows += len(chunk)
-                            chunk = []
-                            report("validate", text.buffer.tell(), total_bytes)
-                except csv.Error as exc:
-                    raise ImportRejected(last + 1, None, f"not valid CSV ({exc})") from None
-                if chunk:
-                    batches.append(_spool_chunk(spool, seen, chunk, result.rows))
-                    result.rows += len(chunk)
-            except ImportRejected as exc:
-                rejected, bad_ordinal = exc, result.rows + len(chunk) + 1
-                try:  # the rows before the bad one may hold an earlier fault
-                    _spool_chunk(spool, seen, chunk, result.rows)
-                except _Undecodable as undecodable_exc:
-                    undecodable = undecodable_exc.ordinal
-            except _Undecodable as exc:
-                undecodable = exc.ordinal
-        _raise_first_fault(cur, path, rejected, undecodable, before=bad_ordinal)
+                            chunk, skus = [], []
+                            if result.rows - batch_start == batch_size:
+                                batches.append((end, batch_size))
+                                batch_start = result.rows
+                                report("validate", text.buffer.tell(), total_bytes)
+                            flush_at = min(chunk_size, batch_start + batch_size - result.rows)
+                    if chunk:
+                        _spool_chunk(spool, seen, chunk, skus, result.rows)
+                        result.rows += len(chunk)
+                    if result.rows > batch_start:
+                        batches.append((spool.tell(), result.rows - batch_start))
+                except ImportRejected as exc:
+                    rejected, bad_ordinal = exc, result.rows + len(chunk) + 1
+                    try:  # the rows before the bad one may hold an earlier fault
+                        _spool_chunk(spool, seen, chunk, skus, result.rows)
+                    except _Undecodable as undecodable_exc:
+                        undecodable = undecodable_exc.ordinal
+                except _Undecodable as exc:
+                    undecodable = exc.ordinal
+    except IntegrityError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != UNIQUE_VIOLATION:
+            raise
+        duplicate = True
+    if duplicate or rejected or undecodable:
+        _raise_first_fault(db, path, spool, rejected, undecodable, before=bad_ordinal, duplicate=duplicate)
     report("validate", total_bytes, total_bytes)
     return batches
 
 
-def _spool_chunk(spool, seen, chunk, rows_before: int) -> tuple[int, int]:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(chunk)
+def _spool_chunk(spool, seen, chunk: list[str], skus: list[str], rows_before: int) -> int:
     try:
-        data = buf.getvalue().encode("utf-8")
+        data = ("\n".join(chunk) + "\n").encode("utf-8") if chunk else b""
     except UnicodeEncodeError:
         # Only names can hold undecodable bytes (the other columns are ASCII by now).
-        bad = next(i for i, row in enumerate(chunk) if _has_bad_bytes(row[1]))
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(chunk[:bad])
-        seen.write(buf.getvalue().encode("utf-8"))  # the rows before it, for the duplicate check
+        bad = next(i for i, text in enumerate(chunk) if _has_bad_bytes(text))
+        if bad:  # the rows before it still count for the duplicate check
+            spool.write(("\n".join(chunk[:bad]) + "\n").encode("utf-8"))
+            seen.write(("\n".join(skus[:bad]) + "\n").encode())
         raise _Undecodable(rows_before + bad + 1) from None
     spool.write(data)
-    seen.write(data)
-    return spool.tell(), len(chunk)
+    if skus:
+        # Skus match SKU_RE: nothing to escape in COPY's text format.
+        seen.write(("\n".join(skus) + "\n").encode())
+    return spool.tell()
 
 
-def _raise_first_fault(cur, path: Path, rejected: ImportRejected | None, undecodable: int | None, *,
-                       before: int) -> None:
+def _raise_first_fault(db: str, path: Path, spool, rejected: ImportRejected | None, undecodable: int | None, *,
+                       before: int, duplicate: bool) -> None:
     """Raise the first fault of the file in file order: a repeated sku, an undecodable name, a bad row."""
     limit = min(undecodable or before, before)
-    cur.execute(
-        "SELECT n, sku, first FROM (SELECT n, sku, min(n) OVER (PARTITION BY sku) AS first"
-        "  FROM import_products_seen) s WHERE n > first AND n < %s ORDER BY n LIMIT 1", (limit,))
-    found = cur.fetchone()
-    if found:
-        n, sku, first = found
-        lines = _line_numbers(path, {n, first})
-        raise ImportRejected(lines[n], "sku", f"{sku!r} already appears on line {lines[first]}; "
-                                              "each sku may appear once")
+    if duplicate:
+        found = _first_duplicate(db, spool, limit)
+        if found:
+            n, sku, first = found
+            lines = _line_numbers(path, {n, first})
+            raise ImportRejected(lines[n], "sku", f"{sku!r} already appears on line {lines[first]}; "
+                                                  "each sku may appear once")
     if undecodable is not None and undecodable < before:
         raise ImportRejected(_line_numbers(path, {undecodable})[undecodable], "name", "is not valid UTF-8")
     if rejected is not None:
         raise rejected
+    raise RuntimeError("import_products saw a repeated sku but could not find it again")
 
 
-def _set_timeouts(cur) -> None:
+def _first_duplicate(db: str, spool, limit: int) -> tuple[int, str, int] | None:
+    """(n, sku, first n) of the first row before row `limit` whose sku an earlier row has; only for a bad file."""
+    wrapper = connections[db]
+    with transaction.atomic(using=db), wrapper.cursor() as cur:
+        _set_timeouts(cur)
+        cur.execute('CREATE TEMP TABLE import_products_rows (n bigint GENERATED ALWAYS AS IDENTITY, '
+                    'sku text COLLATE "C", name text, price_cents text, stock text) ON COMMIT DROP')
+        spool.seek(0)
+        with wrapper.wrap_database_errors, cur.cursor.copy(
+                "COPY import_products_rows (sku, name, price_cents, stock) FROM STDIN (FORMAT csv)") as copy:
+            while block := spool.read(1 << 20):
+                copy.write(block)
+        cur.execute("SELECT n, sku, first FROM (SELECT n, sku, min(n) OVER (PARTITION BY sku) AS first"
+                    "  FROM import_products_rows) s WHERE n > first AND n < %s ORDER BY n LIMIT 1", (limit,))
+        return cur.fetchone()
+
+
+def _set_timeouts(cur, *, synchronous_commit: bool = True) -> None:
     # Session options do not pass a transaction pooler; SET LOCAL does, and ends with the transaction.
-    cur.execute("SELECT set_config('statement_timeout', %s, true)",
-                (str(settings.ENV["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"]),))
+    cur.execute("SELECT set_config('statement_timeout', %s, true), set_config('synchronous_commit', %s, true)",
+                (str(settings.ENV["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"]), "on" if synchronous_commit else "off"))
 
 
 # Pass 2: write --------------------------------------------------------------------
@@ -445,12 +506,15 @@ def _write(db: str, spool, batches: list[tuple[int, int]], result: ImportResult,
         start = end
         held = _SignalsHeld()
         with held:
+            last = index == len(batches) - 1
             with transaction.atomic(using=db), wrapper.cursor() as cur:
-                _set_timeouts(cur)
+                # Only the last commit waits for the disk: it flushes every earlier batch's WAL
+                # with it, so a run that reports success is durable; a batch lost to a server
+                # crash before that is written again by the rerun.
+                _set_timeouts(cur, synchronous_commit=last)
                 created, updated = _write_batch(wrapper, cur, sql, data, rows, fast)
                 unchanged = rows - created - updated
                 fast = created == rows  # no existing sku in this batch: the next one is likely new too
-                last = index == len(batches) - 1
                 if last:
                     audit_bulk(model_label=Product._meta.label_lower, using=db, counts={
                         **result.counts(), "created": result.created + created, "updated": result.updated + updated,

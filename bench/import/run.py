@@ -15,8 +15,8 @@ servers, migrated), with a generated CSV of BENCH_IMPORT_ROWS rows (1,000,000):
   2. web latency: gunicorn (config/gunicorn.conf.py, production settings)
      answers GET /api/market/products/<sku> at a fixed rate (BENCH_IMPORT_RPS,
      100/s; latency counted from the scheduled send time, so a stall is not
-     hidden) for BENCH_IMPORT_WEB_S seconds without the import, then while a
-     fresh import runs; p50/p99, non-2xx answers, and the market pool's
+     hidden) for BENCH_IMPORT_WEB_S seconds (10) without the import, then for
+     as long as a fresh import of the whole file runs; p50/p99, non-2xx answers, and the market pool's
      `platform_db_pool_queued`/`timeouts` counters from /metrics.
 
 Writes bench/results/import-<date>.json and, for full runs (or with
@@ -67,7 +67,8 @@ ROWS = env_int("BENCH_IMPORT_ROWS", 1_000_000)
 ROUNDS = env_int("BENCH_IMPORT_ROUNDS", 3)
 RPS = env_int("BENCH_IMPORT_RPS", 100)
 WEB_S = env_int("BENCH_IMPORT_WEB_S", 10)
-FULL_RUN = ROWS >= 1_000_000 and ROUNDS >= 3
+PARTS = set((os.environ.get("BENCH_IMPORT_PARTS") or "throughput,web").split(","))
+FULL_RUN = ROWS >= 1_000_000 and ROUNDS >= 3 and PARTS >= {"throughput", "web"}
 
 
 def say(msg: str) -> None:
@@ -218,20 +219,26 @@ def run_import(csv_path: Path, env: dict[str, str], tag: str) -> dict:
 
 # --------------------------------------------------------------------------- web load
 
-class FixedRateLoad(threading.Thread):
+class FixedRateLoad:
     """GET `paths` at `rps` requests a second over keep-alive connections; latency from the scheduled time."""
 
     def __init__(self, port: int, paths: list[str], rps: int, workers: int = 8):
-        super().__init__(daemon=True)
         self.port, self.paths, self.rps, self.workers = port, paths, rps, workers
         self.stop_at = 0.0
         self.results: list[tuple[float, int]] = []  # (latency ms, status)
+        self.timeline: list[tuple[float, float, int]] = []  # (due s from the start, latency ms, status)
         self.lock = threading.Lock()
 
-    def measure(self, seconds: float) -> dict:
-        self.results = []
+    def measure(self, seconds: float | None = None, *, while_alive: threading.Thread | None = None) -> dict:
+        """For `seconds`, or for as long as `while_alive` runs."""
+        self.results, self.timeline = [], []
         start = time.perf_counter()
-        self.stop_at = start + seconds
+        self.stop_at = start + (seconds if seconds is not None else 3600)
+        if while_alive is not None:
+            def watch():
+                while_alive.join()
+                self.stop_at = time.perf_counter()
+            threading.Thread(target=watch, daemon=True).start()
         threads = [threading.Thread(target=self._worker, args=(i, start), daemon=True) for i in range(self.workers)]
         for t in threads:
             t.start()
@@ -263,6 +270,7 @@ class FixedRateLoad(threading.Thread):
             latency = (time.perf_counter() - due) * 1000
             with self.lock:
                 self.results.append((latency, status))
+                self.timeline.append((round(due - start, 4), round(latency, 2), status))
             n += 1
         conn.close()
 
@@ -290,6 +298,14 @@ def pool_counters(port: int) -> dict[str, float]:
     return out
 
 
+def pool_max(env: dict[str, str]) -> str:
+    return env.get("MARKET_DATABASE_POOL_MAX_SIZE") or "4"  # config/databases.py's default
+
+
+def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before.get(k, 0.0) for k in after}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -312,16 +328,102 @@ def wait_http(port: int, path: str, deadline_s: float = 60) -> None:
 
 # --------------------------------------------------------------------------- main
 
+def throughput(urls: dict[str, str], env: dict[str, str], big: Path, tenth: Path) -> dict:
+    rounds = []
+    for r in range(ROUNDS):
+        pair = {}
+        for side in (("copy", "import") if r % 2 == 0 else ("import", "copy")):
+            truncate(urls["MARKET"])
+            pair[side] = run_copy(big, urls) if side == "copy" else run_import(big, env, f"fresh-{r}")
+            assert count_products(urls["MARKET"]) == ROWS, f"{side} did not load {ROWS} rows"
+        pair["ratio"] = round(pair["copy"]["seconds"] / pair["import"]["seconds"], 3)
+        rounds.append(pair)
+        say(f"round {r + 1}: copy {pair['copy']['seconds']:.2f}s, import {pair['import']['seconds']:.2f}s "
+            f"(import/copy rows/s = {pair['ratio']:.2f}), import peak RSS {pair['import']['peak_rss_mb']} MB")
+    rerun = run_import(big, env, "rerun")  # the table holds the whole file: every row unchanged
+    assert rerun.get("unchanged") == ROWS, rerun
+    truncate(urls["MARKET"])
+    small = run_import(tenth, env, "tenth")
+    say(f"rerun (all unchanged) {rerun['seconds']:.2f}s; a tenth of the file: peak RSS {small['peak_rss_mb']} MB "
+        f"vs {rounds[-1]['import']['peak_rss_mb']} MB for all of it")
+    return {
+        "rounds": rounds, "median_ratio": statistics.median(p["ratio"] for p in rounds),
+        "copy_rows_per_s": round(ROWS / statistics.median(p["copy"]["seconds"] for p in rounds)),
+        "import_rows_per_s": round(ROWS / statistics.median(p["import"]["seconds"] for p in rounds)),
+        "rerun_unchanged": rerun, "tenth_of_file": small,
+        "peak_rss_method": "os.wait4 ru_maxrss of the import_products process",
+    }
+
+
+def web_latency(urls: dict[str, str], env: dict[str, str], big: Path, procs: list[subprocess.Popen]) -> dict:
+    truncate(urls["MARKET"], web_products=True)
+    port = free_port()
+    # Web pools opened up front (min = max), so a request that waits for a connection
+    # can only be one the import took, not the pool growing.
+    web_env = {**env, "PORT": str(port), "MARKET_DATABASE_POOL_MIN_SIZE": pool_max(env)}
+    with (VAR / "gunicorn.log").open("w") as fh:
+        procs.append(subprocess.Popen([GUNICORN, "-c", "config/gunicorn.conf.py"], cwd=ROOT, env=web_env,
+                                      stdout=fh, stderr=subprocess.STDOUT, start_new_session=True))
+    paths = [f"/api/market/products/WEB-{i:04d}" for i in range(1, WEB_SKUS + 1)]
+    wait_http(port, paths[0])
+    load = FixedRateLoad(port, paths, RPS)
+    load.measure(3)  # warm every worker and its pool
+    web_rounds = []
+    for r in range(ROUNDS):
+        if r:
+            truncate(urls["MARKET"], web_products=True)
+        counters = pool_counters(port)
+        alone = load.measure(WEB_S)
+        alone["pool"] = delta(pool_counters(port), counters)
+        # The same load during a plain COPY of the file: what any bulk load costs the web here.
+        copier = threading.Thread(target=lambda: run_copy(big, urls))
+        copier.start()
+        during_copy = load.measure(while_alive=copier)
+        copier.join()
+        truncate(urls["MARKET"], web_products=True)
+        counters = pool_counters(port)
+        with_import: dict = {}
+        importer = threading.Thread(target=lambda: with_import.update(run_import(big, env, f"under-web-load-{r}")))
+        importer.start()
+        during = load.measure(while_alive=importer)
+        importer.join()
+        during["pool"] = delta(pool_counters(port), counters)
+        during["import_s"] = with_import.get("seconds")
+        (VAR / f"web-timeline-{r}.json").write_text(json.dumps(load.timeline))
+        ratio = round(during["p99_ms"] / alone["p99_ms"], 2)
+        copy_ratio = round(during_copy["p99_ms"] / alone["p99_ms"], 2)
+        web_rounds.append({"alone": alone, "during_copy": during_copy, "during_import": during,
+                           "p99_ratio": ratio, "copy_p99_ratio": copy_ratio})
+        say(f"web round {r + 1}: alone p50 {alone['p50_ms']} ms, p99 {alone['p99_ms']} ms; during \\copy p99 "
+            f"{during_copy['p99_ms']} ms (x{copy_ratio}); during the import ({during['import_s']}s) p50 "
+            f"{during['p50_ms']} ms, p99 {during['p99_ms']} ms (x{ratio}); non-2xx "
+            f"{alone['non_2xx']}+{during['non_2xx']}; waited for a market connection "
+            f"{alone['pool'].get('queued')}+{during['pool'].get('queued')}")
+    return {"rps": RPS, "endpoint": "GET /api/market/products/<sku>", "rounds": web_rounds,
+            "median_p99_alone_ms": statistics.median(w["alone"]["p99_ms"] for w in web_rounds),
+            "median_p99_during_ms": statistics.median(w["during_import"]["p99_ms"] for w in web_rounds),
+            "median_p99_ratio": statistics.median(w["p99_ratio"] for w in web_rounds),
+            "median_p99_during_copy_ms": statistics.median(w["during_copy"]["p99_ms"] for w in web_rounds),
+            "median_copy_p99_ratio": statistics.median(w["copy_p99_ratio"] for w in web_rounds),
+            "non_2xx": sum(w["alone"]["non_2xx"] + w["during_import"]["non_2xx"] for w in web_rounds),
+            "requests": sum(w["alone"]["requests"] + w["during_import"]["requests"] for w in web_rounds),
+            "waited_for_connection_during_import": sum(w["during_import"]["pool"].get("queued", 0)
+                                                       for w in web_rounds),
+            "pool_timeouts_during_import": sum(w["during_import"]["pool"].get("timeouts", 0)
+                                               for w in web_rounds)}
+
+
 def main() -> int:
     VAR.mkdir(parents=True, exist_ok=True)
     urls = bench_urls()
     env = project_env(urls)
-    gunicorn: subprocess.Popen | None = None
+    procs: list[subprocess.Popen] = []
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    result: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "rows": ROWS}
     try:
         say("fresh databases " + ", ".join(DBNAMES.values()))
         fresh_databases(urls, env)
@@ -329,80 +431,35 @@ def main() -> int:
         make_csv(big, ROWS)
         tenth = VAR / f"products-{ROWS // 10}.csv"
         head_csv(big, tenth, ROWS // 10)
-
-        rounds = []
-        for r in range(ROUNDS):
-            pair = {}
-            for side in (("copy", "import") if r % 2 == 0 else ("import", "copy")):
-                truncate(urls["MARKET"])
-                pair[side] = run_copy(big, urls) if side == "copy" else run_import(big, env, f"fresh-{r}")
-                assert count_products(urls["MARKET"]) == ROWS, f"{side} did not load {ROWS} rows"
-            pair["ratio"] = round(pair["copy"]["seconds"] / pair["import"]["seconds"], 3)
-            rounds.append(pair)
-            say(f"round {r + 1}: copy {pair['copy']['seconds']:.2f}s, import {pair['import']['seconds']:.2f}s "
-                f"(import/copy rows/s = {pair['ratio']:.2f}), import peak RSS {pair['import']['peak_rss_mb']} MB")
-        rerun = run_import(big, env, "rerun")  # the table holds the whole file: every row unchanged
-        assert rerun.get("unchanged") == ROWS, rerun
-        truncate(urls["MARKET"])
-        small = run_import(tenth, env, "tenth")
-        say(f"rerun (all unchanged) {rerun['seconds']:.2f}s; a tenth of the file: peak RSS {small['peak_rss_mb']} MB "
-            f"vs {rounds[-1]['import']['peak_rss_mb']} MB for all of it")
-
-        # Web latency without and with the import.
-        truncate(urls["MARKET"], web_products=True)
-        port = free_port()
-        web_env = {**env, "PORT": str(port)}
-        with (VAR / "gunicorn.log").open("w") as fh:
-            gunicorn = subprocess.Popen([GUNICORN, "-c", "config/gunicorn.conf.py"], cwd=ROOT, env=web_env,
-                                        stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-        paths = [f"/api/market/products/WEB-{i:04d}" for i in range(1, WEB_SKUS + 1)]
-        wait_http(port, paths[0])
-        load = FixedRateLoad(port, paths, RPS)
-        load.measure(2)  # warm every worker and pool
-        before = pool_counters(port)
-        alone = load.measure(WEB_S)
-        with_import = {}
-        importer = threading.Thread(target=lambda: with_import.update(run_import(big, env, "under-web-load")))
-        importer.start()
-        during = load.measure(WEB_S)
-        importer.join()
-        after = pool_counters(port)
-        web = {"rps": RPS, "alone": alone, "during_import": during,
-               "p99_ratio": round(during["p99_ms"] / alone["p99_ms"], 2) if alone.get("p99_ms") else None,
-               "pool_counters_delta": {k: after[k] - before[k] for k in after},
-               "import_under_load": with_import, "endpoint": "GET /api/market/products/<sku>"}
-        say(f"web alone: p50 {alone['p50_ms']} ms, p99 {alone['p99_ms']} ms; during the import: p50 "
-            f"{during['p50_ms']} ms, p99 {during['p99_ms']} ms (x{web['p99_ratio']}); non-2xx "
-            f"{alone['non_2xx']}+{during['non_2xx']}; market pool waits {web['pool_counters_delta']}")
-        if with_import and with_import["seconds"] < WEB_S:
-            say(f"note: the import took {with_import['seconds']:.1f}s, less than the {WEB_S}s web window")
+        if "throughput" in PARTS:
+            result.update(throughput(urls, env, big, tenth))
+        if "web" in PARTS:
+            result["web"] = web_latency(urls, env, big, procs)
+        result["machine"] = machine(urls)
     except KeyboardInterrupt:
         say("interrupted")
         return 130
     finally:
-        if gunicorn is not None and gunicorn.poll() is None:
-            os.killpg(gunicorn.pid, signal.SIGTERM)
-            try:
-                gunicorn.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(gunicorn.pid, signal.SIGKILL)
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
 
-    ratios = [p["ratio"] for p in rounds]
-    result = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "rows": ROWS, "rounds": rounds, "median_ratio": statistics.median(ratios),
-        "copy_rows_per_s": round(ROWS / statistics.median(p["copy"]["seconds"] for p in rounds)),
-        "import_rows_per_s": round(ROWS / statistics.median(p["import"]["seconds"] for p in rounds)),
-        "rerun_unchanged": rerun, "tenth_of_file": small, "web": web, "machine": machine(urls),
-        "peak_rss_method": "os.wait4 ru_maxrss of the import_products process",
-    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
     out = RESULTS / f"import-{stamp}{'' if FULL_RUN else '-smoke'}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    say(f"median import/copy throughput {result['median_ratio']:.2f} (target >= 0.5); "
-        f"web p99 x{web['p99_ratio']} (target <= 1.5); results in {out.relative_to(ROOT)}")
-    if FULL_RUN or os.environ.get("BENCH_WRITE_DOCS", "").lower() in ("1", "true", "yes"):
+    if "median_ratio" in result:
+        say(f"median import/copy throughput {result['median_ratio']:.2f} (target >= 0.5)")
+    if "web" in result:
+        say(f"web p99 during the import x{result['web']['median_p99_ratio']} (target <= 1.5), during \\copy "
+            f"x{result['web']['median_copy_p99_ratio']}")
+    say(f"results in {out.relative_to(ROOT)}")
+    if FULL_RUN or (PARTS >= {"throughput", "web"}
+                    and os.environ.get("BENCH_WRITE_DOCS", "").lower() in ("1", "true", "yes")):
         write_doc(result, out)
     return 0
 
@@ -431,12 +488,13 @@ def write_doc(r: dict, json_path: Path) -> None:
         f"- Rerun over the full table (every row unchanged): {r['rerun_unchanged']['seconds']:.2f} s.",
         f"- Peak RSS: {r['tenth_of_file']['peak_rss_mb']} MB for a tenth of the file, "
         f"{r['rounds'][-1]['import']['peak_rss_mb']} MB for all of it (flat: the file is streamed).",
-        f"- Web, `{w['endpoint']}` at a fixed {w['rps']} requests/s: alone p50 {w['alone']['p50_ms']} ms, "
-        f"p99 {w['alone']['p99_ms']} ms; during a fresh import p50 {w['during_import']['p50_ms']} ms, "
-        f"**p99 {w['during_import']['p99_ms']} ms (x{w['p99_ratio']}, target <= 1.5)**; "
-        f"non-2xx answers: {w['alone']['non_2xx'] + w['during_import']['non_2xx']} of "
-        f"{w['alone']['requests'] + w['during_import']['requests']}; market pool waits/timeouts during the run: "
-        f"{w['pool_counters_delta']}.",
+        f"- Web, `{w['endpoint']}` at a fixed {w['rps']} requests/s, {len(w['rounds'])} rounds: median p99 "
+        f"{w['median_p99_alone_ms']} ms alone, {w['median_p99_during_ms']} ms during a fresh import, "
+        f"**median ratio x{w['median_p99_ratio']}** (target <= 1.5; per round: "
+        f"{', '.join('x' + str(x['p99_ratio']) for x in w['rounds'])}); during a plain `\\copy` of the same file "
+        f"the median p99 was {w['median_p99_during_copy_ms']} ms (x{w['median_copy_p99_ratio']}). Non-2xx answers: {w['non_2xx']} of "
+        f"{w['requests']}; requests that waited for a market connection during the imports: "
+        f"{w['waited_for_connection_during_import']:.0f}; pool timeouts: {w['pool_timeouts_during_import']:.0f}.",
     ]
     text = DOC.read_text() if DOC.exists() else ""
     start, end = "<!-- bench-import:start -->", "<!-- bench-import:end -->"

@@ -62,6 +62,7 @@ MIDDLEWARE = [
 API_MIDDLEWARE = [
     "config.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.AllowedHostsMiddleware",
     "config.middleware.DatabaseErrorMiddleware",
     "config.middleware.ReadYourWritesMiddleware",
 ]

@@ -3,11 +3,14 @@ test databases, watched from PostgreSQL (rows, pg_stat_activity, pg_locks)."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
 
 import pytest
 from django.db import connections
@@ -218,9 +221,11 @@ def test_through_a_transaction_pooler_the_lock_needs_the_direct_url(tmp_path, jo
     assert product_count() == distinct_skus() == 10_000
 
 
-def test_progress_is_a_bar_on_a_terminal(tmp_path, job_env):
+@pytest.mark.parametrize("rows_cols", [(40, 120), (0, 0)], ids=["sized", "unsized"])
+def test_progress_is_a_bar_on_a_terminal(tmp_path, job_env, rows_cols):
     path = write_csv(tmp_path / "t.csv", (product_row(i) for i in range(20_000)))
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *rows_cols, 0, 0))
     proc = subprocess.Popen([sys.executable, "manage.py", "import_products", str(path)], cwd=ROOT, env=job_env,
                             stdout=subprocess.PIPE, stderr=slave, text=True)
     os.close(slave)

@@ -58,8 +58,9 @@ class Browser:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
         self.token = token
 
-    def request(self, method: str, url: str, body: dict | None = None, timeout: float = 15) -> tuple[int, dict]:
-        headers = {"Content-Type": "application/json"}
+    def request(self, method: str, url: str, body: dict | None = None, timeout: float = 15,
+                headers: dict[str, str] | None = None) -> tuple[int, dict]:
+        headers = {"Content-Type": "application/json", **(headers or {})}
         if self.token:
             headers["Authorization"] = f"Token {self.token}"
         data = json.dumps(body).encode() if body is not None else None

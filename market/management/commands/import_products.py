@@ -6,6 +6,7 @@ otherwise; the summary goes to stdout.
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -17,6 +18,7 @@ from config.jobs import JobCommand
 from market import imports
 
 PLAIN_EVERY_S = 1.0  # plain progress lines: at most one a second, plus the last one
+DEFAULT_NICE = 10  # parsing and validating is this process's CPU; the database's share is the server's
 
 
 class Progress:
@@ -42,8 +44,11 @@ class Progress:
                 from tqdm import tqdm
 
                 unit, desc = self.UNITS.get(phase, ("it", phase))
-                self.bar = tqdm(total=total, unit=unit, desc=desc, file=self.stream, dynamic_ncols=True,
-                                unit_scale=unit == "B", unit_divisor=1024 if unit == "B" else 1000, leave=True)
+                # A terminal that reports no size (a bare pty) still gets a bar: tqdm would draw nothing.
+                sized = _terminal_sized(self.stream)
+                self.bar = tqdm(total=total, unit=unit, desc=desc, file=self.stream, dynamic_ncols=sized,
+                                ncols=None if sized else 100, nrows=None if sized else 24, unit_scale=unit == "B",
+                                unit_divisor=1024 if unit == "B" else 1000, leave=True)
         if self.bar is not None:
             self.bar.update(done - self.last_done)
             self.last_done = done
@@ -75,6 +80,14 @@ def plain_line(phase: str, done: int, total: int, elapsed: float) -> str:
     return f"importing: {done:,}/{total:,} rows ({pct:.1f}%) {rate:,.0f} rows/s eta {eta}"
 
 
+def _terminal_sized(stream) -> bool:
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return size.columns > 0 and size.lines > 0
+
+
 def _isatty(stream) -> bool:
     try:
         return stream.isatty()
@@ -92,10 +105,17 @@ class Command(JobCommand):
                             help=f"rows per transaction (default {imports.DEFAULT_BATCH_SIZE:,})")
         parser.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
                             help="auto: a bar when stderr is a terminal, plain lines otherwise")
+        parser.add_argument("--nice", type=int, default=DEFAULT_NICE, metavar="N",
+                            help=f"lower this process's CPU priority by N (default {DEFAULT_NICE}) so web workers "
+                                 "on the same host keep theirs; 0 leaves it")
 
-    def run(self, *args, file: str, batch_size: int, progress: str, **options):
+    def run(self, *args, file: str, batch_size: int, progress: str, nice: int, **options):
         if not 1 <= batch_size <= imports.MAX_BATCH_SIZE:
             raise CommandError(f"--batch-size must be between 1 and {imports.MAX_BATCH_SIZE:,}")
+        if not 0 <= nice <= 19:
+            raise CommandError("--nice must be between 0 and 19")
+        if nice:
+            os.nice(nice)
         renderer = Progress(sys.stderr, progress)
         try:
             result = imports.product_import(path=file, batch_size=batch_size, progress=renderer)
