@@ -174,6 +174,21 @@ def _record(*, app_label: str, using: str, action: str, model_label: str, object
     return row
 
 
+def audit_record_many(*, app_label: str, using: str, events: list[tuple[str, str, str, dict]]) -> None:
+    """Outbox rows for writes a service made in plain SQL (a hot path that skips
+    `save()`): `events` are (action, "<app>.<model>", pk, changes) in the shape
+    `save()` would record. One INSERT, in the caller's transaction on `using`."""
+    who = current_actor()
+    outbox = outbox_model_for(app_label)
+    now = timezone.now()
+    outbox.objects.using(using).bulk_create([
+        outbox(occurred_at=now, actor=who.label, actor_id=who.id, action=action, model=model_label,
+               object_pk=object_pk, changes=changes)
+        for action, model_label, object_pk, changes in events
+    ])
+    _after_commit_relay(using)
+
+
 def _after_commit_relay(using: str) -> None:
     """Once per transaction: after it commits, this process's relay thread delivers the rows."""
     if not getattr(settings, "AUDIT_RELAY_ON_COMMIT", True):

@@ -5,6 +5,7 @@ import hashlib
 import secrets
 
 from django.contrib.auth import get_user_model
+from django.db import connections, router
 
 from audit.models import ApiToken
 
@@ -20,14 +21,28 @@ def api_token_create(*, user) -> str:
     return key
 
 
+# In the model's field order: Model.from_db() fills the fields it is given in that order.
+_TOKEN_USER_FIELDS = ["id", "is_superuser", "username", "is_staff", "is_active"]
+_TOKEN_USER_SQL = (
+    "SELECT u.id, u.is_superuser, u.username, u.is_staff, u.is_active FROM audit_apitoken t "
+    "JOIN auth_user u ON u.id = t.user_id WHERE t.digest = %s AND u.is_active"
+)
+
+
 def api_token_authenticate(*, key: str):
     """The active user a key belongs to, or None."""
     if not key or len(key) > 128:
         return None
-    token = ApiToken.objects.select_related("user").filter(digest=_digest(key)).first()
-    if token is None or not token.user.is_active:
+    # Every API write runs this: one plain query, and a user instance with only the
+    # fields authorisation needs (the others load on first access, as deferred fields do).
+    User = get_user_model()
+    alias = router.db_for_read(ApiToken)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(_TOKEN_USER_SQL, [_digest(key)])
+        row = cursor.fetchone()
+    if row is None:
         return None
-    return token.user
+    return User.from_db(alias, _TOKEN_USER_FIELDS, row)
 
 
 def user_for_username(username: str):

@@ -81,8 +81,8 @@ def boot_checks(*, workers: int, threads: int | None, log=None) -> list[str]:
         if r.ok:
             continue
         if direct:
-            log.warning("boot check: the server behind %r's pooler (%s/%s, its direct URL) unreachable: %s; "
-                        "its connection budget is not judged", alias, r.host, r.name, r.error)
+            log.warning("boot check: the direct URL of %r (%s/%s, the server behind its pooler) unreachable: %s; "
+                        "that server's connection budget is not judged", alias, r.host, r.name, r.error)
         elif kinds[alias] == "replica":
             log.warning("boot check: replica %r (%s/%s) unreachable: %s; its reads go to the primary %r until "
                         "it answers", alias, r.host, r.name, r.error, settings.DATABASE_ALIASES[alias].base)

@@ -103,7 +103,7 @@ def product_import(*, path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_S
     db = router.db_for_write(Product)
     result = ImportResult()
     try:
-        with _run_lock(db), tempfile.TemporaryFile(prefix="import_products-") as spool:
+        with _RunLock(db), tempfile.TemporaryFile(prefix="import_products-") as spool:
             started = time.monotonic()
             batches = _validate(db, path, spool, batch_size, result, report)
             result.validate_s = time.monotonic() - started
@@ -120,7 +120,7 @@ def product_import(*, path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_S
 
 # The lock ---------------------------------------------------------------------
 
-class _run_lock:
+class _RunLock:
     """`pg_try_advisory_lock` for the whole run, on a session that lives as long as the run.
 
     A transaction pooler hands each transaction a different server session, so
@@ -487,7 +487,8 @@ def _sql(db: str) -> dict[str, str]:
                 ORDER BY b.sku
                 ON CONFLICT ({sku}) DO UPDATE SET {name} = EXCLUDED.{name}, {price} = EXCLUDED.{price},
                     {stock} = EXCLUDED.{stock}, {updated} = now()
-                WHERE (p.{name}, p.{price}, p.{stock}) IS DISTINCT FROM (EXCLUDED.{name}, EXCLUDED.{price}, EXCLUDED.{stock})
+                WHERE (p.{name}, p.{price}, p.{stock})
+                    IS DISTINCT FROM (EXCLUDED.{name}, EXCLUDED.{price}, EXCLUDED.{stock})
                 RETURNING (p.xmax = 0) AS inserted
             )
             SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written""",

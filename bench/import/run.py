@@ -492,7 +492,8 @@ def write_doc(r: dict, json_path: Path) -> None:
         f"{w['median_p99_alone_ms']} ms alone, {w['median_p99_during_ms']} ms during a fresh import, "
         f"**median ratio x{w['median_p99_ratio']}** (target <= 1.5; per round: "
         f"{', '.join('x' + str(x['p99_ratio']) for x in w['rounds'])}); during a plain `\\copy` of the same file "
-        f"the median p99 was {w['median_p99_during_copy_ms']} ms (x{w['median_copy_p99_ratio']}). Non-2xx answers: {w['non_2xx']} of "
+        f"the median p99 was {w['median_p99_during_copy_ms']} ms (x{w['median_copy_p99_ratio']}). "
+        f"Non-2xx answers: {w['non_2xx']} of "
         f"{w['requests']}; requests that waited for a market connection during the imports: "
         f"{w['waited_for_connection_during_import']:.0f}; pool timeouts: {w['pool_timeouts_during_import']:.0f}.",
     ]

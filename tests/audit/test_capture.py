@@ -12,7 +12,7 @@ from audit.capture import _excluded, audit_bulk, capture_paused
 from audit.context import acting_as
 from blog.models import AuditOutbox as BlogOutbox
 from blog.models import Post, Tag
-from market.models import Account, Order, OrderLine, Product
+from market.models import Account, Order, OrderLine, Product, Transfer
 from market.models import AuditOutbox as MarketOutbox
 
 pytestmark = pytest.mark.django_db(databases=["default", "blog", "market"])
@@ -199,3 +199,36 @@ def test_a_snapshot_of_a_locked_row_replaces_the_second_read():
     with CaptureQueriesContext(connections["market"]) as queries:
         p.save(update_fields=["stock"])
     assert [q for q in queries if q["sql"].startswith("SELECT") and "FOR UPDATE" in q["sql"]]
+
+
+def test_a_transfer_written_in_plain_sql_records_the_same_events_save_would():
+    from django.contrib.auth import get_user_model
+
+    from market.services import transfer_create
+
+    user = get_user_model().objects.create_user("payer")
+    src = Account.objects.create(balance_cents=1000)
+    dst = Account.objects.create(balance_cents=5)
+    MarketOutbox.objects.using("market").all().delete()
+    with acting_as(user):
+        transfer, created = transfer_create(user=user, from_account_id=src.pk, to_account_id=dst.pk,
+                                            amount_cents=300, idempotency_key="k-1")
+    assert created
+    rows = events(MarketOutbox)
+    assert [(e.action, e.model, e.object_pk, e.actor) for e in rows] == [
+        ("update", "market.account", str(src.pk), "payer"),
+        ("update", "market.account", str(dst.pk), "payer"),
+        ("create", "market.transfer", str(transfer.pk), "payer"),
+    ]
+    assert rows[0].changes == {"balance_cents": {"old": 1000, "new": 700}}
+    assert rows[1].changes == {"balance_cents": {"old": 5, "new": 305}}
+    # The same fields, in the same shape, as a save() of the model would record.
+    expected = {f.attname for f in Transfer._meta.concrete_fields if not f.primary_key}
+    assert set(rows[2].changes) == expected
+    assert rows[2].changes["amount_cents"] == {"old": None, "new": 300}
+    # A replay moves nothing and records nothing.
+    with acting_as(user):
+        again, created = transfer_create(user=user, from_account_id=src.pk, to_account_id=dst.pk,
+                                         amount_cents=300, idempotency_key="k-1")
+    assert (again.pk, created) == (transfer.pk, False)
+    assert len(events(MarketOutbox)) == 3

@@ -31,7 +31,8 @@ from tests.jobs.helpers import (
 from tests.pgcluster import wait_for
 from tests.servers import Gunicorn, http
 
-pytestmark = pytest.mark.django_db(databases=["default", "market", "market_jobs"], transaction=True)
+# Every domain database: the subprocesses (gunicorn's boot check included) connect to all of them.
+pytestmark = pytest.mark.django_db(databases=["default", "blog", "market", "market_jobs"], transaction=True)
 
 
 def bulk_events() -> list[dict]:

@@ -3,7 +3,8 @@ pointed at pytest-django's test databases, and throwaway clusters for faults.
 
 Reusable pieces: `ops_env` (a project environment on the test databases),
 `serve` (start gunicorn, stopped at teardown), `small_cluster` (max_connections
-20, i.e. 17 slots for non-superusers), and the /proc helpers that tell which
+20, i.e. 17 slots for non-superusers), `small_bouncer` (a real PgBouncer in front
+of it) with `pooled_env`, and the /proc helpers that tell which
 process owns a database connection.
 """
 from __future__ import annotations
@@ -61,6 +62,35 @@ def small_cluster():
         cluster.create_database(name)
     yield cluster
     cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def small_bouncer(small_cluster):
+    """A real PgBouncer (transaction pooling) in front of `small_cluster`: 4 server connections per
+    database, 200 clients."""
+    from tests.pgbouncer import PgBouncer
+
+    with PgBouncer(upstream_port=small_cluster.port, pool_size=4, max_client_conn=200).running() as bouncer:
+        yield bouncer
+
+
+def pooled_env(cluster, bouncer, *, direct: bool = True, **extra: str) -> dict[str, str]:
+    """Every database of `cluster` through `bouncer` (POOLER=transaction, the pooler's numbers declared);
+    with `direct`, DIRECT_URLs to the cluster (with a password trust auth ignores, to prove it never shows)."""
+    prefixes = ("SHARED", "BLOG", "MARKET")
+    env = cluster_env({p: bouncer.url(f"ops_{p.lower()}") for p in prefixes},
+                      **{f"{p}_DATABASE_POOL_MAX_SIZE": "4" for p in prefixes}, JOBS_DATABASE_POOL_MAX_SIZE="2")
+    for p in prefixes:
+        env[f"{p}_DATABASE_POOLER"] = "transaction"
+        env[f"{p}_DATABASE_POOLER_POOL_SIZE"] = "4"  # the bouncer's default_pool_size 4 + reserve_pool_size 0
+        env[f"{p}_DATABASE_POOLER_MAX_CLIENT_CONN"] = "200"  # its max_client_conn
+        if direct:
+            env[f"{p}_DATABASE_DIRECT_URL"] = cluster.url(f"ops_{p.lower()}", password=DIRECT_PASSWORD)
+    env.update(extra)
+    return env
+
+
+DIRECT_PASSWORD = "Pw-n0t-shown"
 
 
 def connect(url: str, **kwargs) -> psycopg.Connection:

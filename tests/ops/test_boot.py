@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.ops.conftest import activity, children, tcp_owners, uses_test_databases
+from tests.ops.conftest import DIRECT_PASSWORD, activity, children, pooled_env, tcp_owners, uses_test_databases
 from tests.pgcluster import free_port
 from tests.servers import Gunicorn, http
 
@@ -56,18 +56,72 @@ def test_silent_alias_stops_gunicorn_after_the_connect_timeout(ops_env):
 
 @pytest.mark.cluster
 def test_pools_that_could_exceed_a_servers_slots_stop_gunicorn_naming_server_and_aliases(ops_env, small_cluster):
-    # market on a server with max_connections 20 (17 slots): 50 workers x min(pool 10, 4 threads) + jobs 2 = 202.
-    # shared and blog stay on the main server and fit: 50 x 1 each + 2 jobs pools of 2.
+    # market on a server with max_connections 20 (17 slots): 5 workers x min(pool 10, 2 threads) = 10, plus
+    # market_jobs in every worker (its audit relay) and one job: (5 + 1) x 2 = 12; 22 > 17. Counting the
+    # jobs pool once per instance (10 + 2) would have let it start.
+    # shared and blog stay on the main server and fit: 5 x 1 + 6 x 2 each.
     env = {**ops_env, "MARKET_DATABASE_URL": small_cluster.url("ops_market"), "MARKET_DATABASE_POOL_MAX_SIZE": "10",
            "SHARED_DATABASE_POOL_MAX_SIZE": "1", "BLOG_DATABASE_POOL_MAX_SIZE": "1"}
-    code, out = boot_and_wait(env, workers=50, threads=4)
+    code, out = boot_and_wait(env, workers=5, threads=2)
     assert code != 0
     exceeded = failures(out)
     assert len(exceeded) == 1, out  # nothing unreachable, one server over
     assert f"on 127.0.0.1:{small_cluster.port} (aliases market, market_jobs)" in exceeded[0]
-    assert "could open 202 connections (market 50x4=200, market_jobs 1x2=2)" in exceeded[0]
+    assert "could open 22 connections (market 5x2=10, market_jobs 6x2=12)" in exceeded[0]
     assert "the server has 17 (max_connections 20 - 3 reserved)" in exceeded[0]
     assert "Booting worker" not in out
+
+
+def test_an_unreachable_replica_only_warns_and_readyz_stays_200_listing_it(ops_env, serve):
+    # Replicas are optional for serving: reads fall back to the primary, so boot and readiness go on.
+    port = free_port()  # nothing listens there: a stopped replica
+    env = {**ops_env, "MARKET_DATABASE_REPLICA_URL": f"postgres://ops:{SECRET}@127.0.0.1:{port}/ops_market"}
+    server = serve(env, workers=1, threads=4)
+    out = server.output()
+    assert "boot check failed" not in out and "the master holds no database pool" in out
+    (warning,) = [line for line in out.splitlines() if "[WARNING] boot check:" in line]
+    assert f"replica 'market_replica' (127.0.0.1:{port}/ops_market) unreachable" in warning
+    assert "'market'" in warning  # the primary its reads go to
+
+    status, body, _ = http("GET", server.url("/readyz"))
+    assert status == 200 and body["status"] == "ok", body
+    dbs = body["databases"]
+    assert dbs["market_replica"]["ok"] is False and dbs["market_replica"]["role"] == "replica"
+    assert dbs["market_replica"]["error"]
+    assert all(dbs[a]["ok"] is True and dbs[a]["role"] == "primary" for a in ("default", "blog", "market"))
+    # A read that would have used the replica is served by the primary.
+    status, body, _ = http("GET", server.url("/api/market/products/no-such-sku"))
+    assert (status, body["error"]["code"]) == (404, "product_not_found")
+    assert SECRET not in server.output()
+
+
+@pytest.mark.cluster
+def test_behind_pgbouncer_the_boot_judges_the_poolers_client_slots(small_cluster, small_bouncer):
+    # One instance of 2 workers x 4 threads: 3 x 2 x min(4, 4) + 3 jobs pools x (2 + 1) x 2 = 42 clients.
+    env = pooled_env(small_cluster, small_bouncer, MARKET_DATABASE_POOLER_MAX_CLIENT_CONN="40")
+    code, out = boot_and_wait(env, workers=2, threads=4)
+    assert code != 0
+    (exceeded,) = failures(out)
+    assert exceeded.startswith(f"connection budget exceeded on pgbouncer 127.0.0.1:{small_bouncer.port} ")
+    assert "could open 42 connections" in exceeded and "max_client_conn 40 x 1 pooler(s)" in exceeded
+    assert "MARKET_DATABASE_POOLER_MAX_CLIENT_CONN" in exceeded and "Booting worker" not in out
+    assert DIRECT_PASSWORD not in out
+
+
+@pytest.mark.cluster
+def test_behind_pgbouncer_an_unreachable_direct_url_only_warns(small_cluster, small_bouncer, serve):
+    port = free_port()
+    env = pooled_env(small_cluster, small_bouncer,
+                     MARKET_DATABASE_DIRECT_URL=f"postgres://ops:{SECRET}@127.0.0.1:{port}/ops_market")
+    server = serve(env, workers=1, threads=2)
+    out = server.output()
+    assert "boot check failed" not in out and "the master holds no database pool" in out
+    (warning,) = [line for line in out.splitlines() if "[WARNING] boot check:" in line]
+    assert (f"the direct URL of 'market' (127.0.0.1:{port}/ops_market, the server behind its pooler) "
+            "unreachable") in warning
+    # The other databases' server was read through their direct URLs and judged.
+    assert f"budget: postgres 127.0.0.1:{small_cluster.port}: max_connections 20 - 3 reserved = 17" in out
+    assert SECRET not in out and DIRECT_PASSWORD not in out
 
 
 def test_preload_with_several_workers_shares_no_connection_between_processes(ops_env, ops_urls, serve):

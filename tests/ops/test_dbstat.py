@@ -32,7 +32,8 @@ def test_dbstat_counts_connections_by_label_and_state_and_ages_idle_transactions
     assert by[("web:blog", "idle")] == 3 and by[("web:blog", "idle in transaction")] == 1
     assert blog["connections"] >= 4
     assert blog["oldest_idle_in_transaction_s"] is not None and blog["oldest_idle_in_transaction_s"] >= 0
-    assert blog["budget"] == 3 * 2 + 2  # 3 workers x min(pool 5, 2 threads) + the jobs pool's 2
+    # 3 workers x min(pool 5, 2 threads) + the jobs pool's 2 in each worker (audit relay) and one job
+    assert blog["budget"] == 3 * 2 + (3 + 1) * 2
     (server,) = report["servers"]
     assert server["available"] == server["max_connections"] - 3 and server["connections"] >= 4
 

@@ -49,7 +49,8 @@ class Command(BaseCommand):
         _, limits, errors = budget.read(targets)
         budgets = budget.plan(targets, instances=1, workers=settings.ENV["WEB_CONCURRENCY"],
                               threads=settings.ENV["WEB_THREADS"], limits=limits, errors=errors)
-        planned = {r.alias: r.total for b in budgets for r in b.rows}
+        # The app's own pools per alias (a pooler's server-side rows are not the alias's connections).
+        planned = {r.alias: r.total for b in budgets for r in b.rows if r.role in budget.CLIENT_ROLES}
         outbox = outbox_status()
 
         report = {"servers": [], "databases": [], "outbox_available": outbox is not None}
