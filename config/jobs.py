@@ -28,6 +28,11 @@ class JobCommand(BaseCommand):
             with connected_to("jobs"):
                 return self.run(*args, **options)
         finally:
+            # The job's audit events go out before its pools close (bounded wait; the sweeper
+            # delivers anything left if the shared database is down).
+            from audit import relay
+
+            relay.flush(relay.EXIT_FLUSH_S)
             close_all_pools()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -35,6 +35,9 @@ def browser(monkeypatch):
             yield b
         finally:
             b.close()
+            # Connections the test opened while Playwright's loop ran belong to that
+            # context; give them back here, or they would outlive the session's pools.
+            connections.close_all()
 
 
 @pytest.mark.django_db(databases=["default", "blog", "market"], transaction=True)

@@ -13,7 +13,6 @@ import time
 
 from django.core.management.base import CommandError
 
-from audit import relay
 from config.jobs import JobCommand
 from market import imports
 
@@ -130,8 +129,6 @@ class Command(JobCommand):
                 returncode=128 + int(signum.group(1)) if signum else 130) from None
         finally:
             renderer.close()
-            # Deliver the run's audit event now: JobCommand closes the pools when run() returns.
-            relay.flush(relay.EXIT_FLUSH_S)
         total_s = result.validate_s + result.import_s
         rate = result.rows / total_s if total_s > 0 else 0.0
         batches = f"{result.batches} batch" + ("es" if result.batches != 1 else "")
