@@ -22,8 +22,26 @@ def audit_history_url(obj) -> str:
     return f"{reverse('admin:audit_auditevent_changelist')}?{query}"
 
 
+class ReadOnlyAdminMixin:
+    """Listed and viewable, never added, changed or deleted through the admin (by anyone)."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("occurred_at", "action", "model", "object_pk", "actor", "database")
     list_filter = ("database", "model", "action", "actor")
     search_fields = ("object_pk", "actor")
@@ -39,19 +57,6 @@ class AuditEventAdmin(admin.ModelAdmin):
     def changes_pretty(self, obj: AuditEvent) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.changes, indent=2, sort_keys=True, ensure_ascii=False))
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        actions.pop("delete_selected", None)
-        return actions
 
 
 class AuditHistoryAdminMixin:

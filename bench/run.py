@@ -52,6 +52,8 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts.devdb import read_env_file  # noqa: E402
+
 from bench import report  # noqa: E402
 
 VAR = ROOT / "var" / "bench"
@@ -101,17 +103,6 @@ def say(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------- environment
-
-def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, _, value = line.partition("=")
-                values[key.strip()] = value.strip().strip("'\"")
-    return values
-
 
 def configured(name: str, default: str | None = None) -> str | None:
     """A variable as the project sees it: the environment first, then .env."""

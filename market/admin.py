@@ -7,7 +7,7 @@ balances only: money moves through transfers, never through a form.
 from django import forms
 from django.contrib import admin
 
-from audit.admin import AuditHistoryAdminMixin
+from audit.admin import AuditHistoryAdminMixin, ReadOnlyAdminMixin
 
 from market.models import Account, Order, OrderLine, Product, Transfer
 
@@ -116,16 +116,9 @@ class AccountAdmin(AuditHistoryAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Transfer)
-class TransferAdmin(AuditHistoryAdminMixin, admin.ModelAdmin):
+class TransferAdmin(ReadOnlyAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
+    """Transfers only ever come from the service (locks, idempotency, invariants)."""
+
     list_display = ["id", "from_account", "to_account", "amount_cents", "requester_id", "created_at"]
     search_fields = ["=id", "=from_account__id", "=to_account__id", "idempotency_key"]
     list_select_related = ["from_account", "to_account"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -46,6 +46,9 @@ from urllib.parse import unquote, urlparse, urlunparse
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from scripts.devdb import read_env_file  # noqa: E402
 VAR = ROOT / "var" / "bench" / "import"
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "import.md"
@@ -78,15 +81,8 @@ def say(msg: str) -> None:
 # --------------------------------------------------------------------------- setup
 
 def dotenv() -> dict[str, str]:
-    values = {}
-    for path in (ROOT / ".env", ROOT / "var" / "runtime.env"):  # runtime.env wins, as scripts/withenv does
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                line = line.strip()
-                if line and not line.startswith("#") and "=" in line:
-                    key, _, value = line.partition("=")
-                    values[key.strip()] = value.strip().strip("'\"")
-    return values
+    # runtime.env wins, as scripts/withenv does
+    return {**read_env_file(ROOT / ".env"), **read_env_file(ROOT / "var" / "runtime.env")}
 
 
 def bench_urls() -> dict[str, str]:
