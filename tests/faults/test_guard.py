@@ -16,22 +16,13 @@ from tests.pgcluster import wait_for
 pytestmark = pytest.mark.cluster
 
 
-def _can_connect(cluster) -> bool:
-    try:
-        with cluster.connect() as conn:
-            conn.execute("SELECT 1")
-        return True
-    except psycopg.Error:
-        return False
-
-
 def test_breaker_opens_after_failures_in_a_row_and_one_probe_closes_it(make_cluster):
     cluster = make_cluster("breaker")
     probes = []
 
     def probe():
         probes.append(1)
-        return _can_connect(cluster)
+        return cluster.is_ready()
 
     breaker = Breaker("market", failures_to_open=3, open_seconds=0.05, probe=probe)
     try:
