@@ -83,16 +83,17 @@ GLOBAL_VARS: list[Var] = [
     Var("DATABASE_POOL_DISABLED", "bool", False,
         help="true = no pools, a new connection per request (benchmarks only; never in production)"),
     Var("DJANGO_SECRET_KEY", "str", required=True, help="long random string"),
-    Var("DJANGO_DEBUG", "bool", False),
-    Var("DJANGO_ALLOWED_HOSTS", "list", ["127.0.0.1", "localhost"]),
+    Var("DJANGO_DEBUG", "bool", False, help="Django debug pages; never in production"),
+    Var("DJANGO_ALLOWED_HOSTS", "list", ["127.0.0.1", "localhost"],
+        help="comma-separated host names the app answers to"),
     Var("DJANGO_HTTPS", "bool", False,
         help="true when clients reach the site over HTTPS (a TLS proxy in front): HSTS, secure cookies, redirect"),
     Var("APP_ROLE", "choice", "cli", choices=ROLES, help="label of this process's connections"),
-    Var("PORT", "int", 8000),
-    Var("WEB_CONCURRENCY", "int", 2),
+    Var("PORT", "int", 8000, help="gunicorn binds 127.0.0.1:PORT"),
+    Var("WEB_CONCURRENCY", "int", 2, help="gunicorn worker processes"),
     Var("WEB_THREADS", "int", 8, help="threads per worker; at most half may wait on any one database"),
-    Var("WEB_TIMEOUT", "int", 30),
-    Var("WEB_GRACEFUL_TIMEOUT", "int", 20),
+    Var("WEB_TIMEOUT", "int", 30, help="seconds before gunicorn restarts a stuck worker"),
+    Var("WEB_GRACEFUL_TIMEOUT", "int", 20, help="seconds in-flight requests get to finish after SIGTERM"),
 ]
 
 
@@ -242,7 +243,8 @@ def build(values: dict[str, Any]) -> tuple[dict[str, dict], dict[str, AliasInfo]
             "OPTIONS": {
                 **_options(values, p, label=jobs_label, statement_ms=values["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"],
                            direct=direct),
-                "pool": _pool(values, p, name=jobs_label, min_size=0, max_size=jobs_max, timeout=values["JOBS_DATABASE_POOL_TIMEOUT"]),
+                "pool": _pool(values, p, name=jobs_label, min_size=0, max_size=jobs_max,
+                              timeout=values["JOBS_DATABASE_POOL_TIMEOUT"]),
             },
             "TEST": {"MIRROR": domain.alias},
         }
