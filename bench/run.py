@@ -330,40 +330,31 @@ def seed_over_api(base: str, token: str) -> dict:
         with ThreadPoolExecutor(max_workers=4) as ex:
             return list(ex.map(fn, range(n)))
 
-    status, body = post("/api/market/accounts", {"balance_cents": OPENING_BALANCE_CENTS})
-    if status != 201:
-        made["missing"]["market_accounts"] = f"POST /api/market/accounts answered {status}: {body}"
-    else:
-        rest = many(lambda _: post("/api/market/accounts", {"balance_cents": OPENING_BALANCE_CENTS}), ACCOUNTS - 1)
+    def create(what: str, path: str, body_of, n: int) -> list[dict] | None:
+        """POST n bodies: the first alone (a missing endpoint is recorded, not fatal), the rest in parallel."""
+        status, first = post(path, body_of(0))
+        if status != 201:
+            made["missing"][what] = f"POST {path} answered {status}: {first}"
+            return None
+        rest = many(lambda i: post(path, body_of(i + 1)), n - 1)
         bad = [r for r in rest if r[0] != 201]
         if bad:
-            raise RuntimeError(f"creating accounts: {len(bad)} failed, first {bad[0]}")
-        made["accounts"] = sorted([body["data"]["id"]] + [r[1]["data"]["id"] for r in rest])
+            raise RuntimeError(f"creating {what}: {len(bad)} failed, first {bad[0]}")
+        return [first["data"]] + [r[1]["data"] for r in rest]
 
-    def product(i: int):
-        return post("/api/market/products", {"sku": f"BENCH-{i:05d}", "name": f"Bench product {i}",
-                                             "price_cents": 100 + i, "stock": 1_000_000})
-    status, body = product(0)
-    if status != 201:
-        made["missing"]["market_products"] = f"POST /api/market/products answered {status}: {body}"
-    else:
-        rest = many(lambda i: product(i + 1), PRODUCTS - 1)
-        bad = [r for r in rest if r[0] != 201]
-        if bad:
-            raise RuntimeError(f"creating products: {len(bad)} failed, first {bad[0]}")
+    accounts = create("market_accounts", "/api/market/accounts",
+                      lambda i: {"balance_cents": OPENING_BALANCE_CENTS}, ACCOUNTS)
+    if accounts is not None:
+        made["accounts"] = sorted(a["id"] for a in accounts)
+    products = create("market_products", "/api/market/products",
+                      lambda i: {"sku": f"BENCH-{i:05d}", "name": f"Bench product {i}", "price_cents": 100 + i,
+                                 "stock": 1_000_000}, PRODUCTS)
+    if products is not None:
         made["skus"] = [f"BENCH-{i:05d}" for i in range(PRODUCTS)]
-
-    def blog_post(i: int):
-        return post("/api/blog/posts", {"title": f"Bench post {i}", "status": "published",
-                                        "body": "Lorem ipsum dolor sit amet. " * 20})
-    status, body = blog_post(0)
-    if status != 201:
-        made["missing"]["blog_posts"] = f"POST /api/blog/posts answered {status}: {body}"
-    else:
-        rest = many(lambda i: blog_post(i + 1), POSTS - 1)
-        bad = [r for r in rest if r[0] != 201]
-        if bad:
-            raise RuntimeError(f"creating posts: {len(bad)} failed, first {bad[0]}")
+    posts = create("blog_posts", "/api/blog/posts",
+                   lambda i: {"title": f"Bench post {i}", "status": "published",
+                              "body": "Lorem ipsum dolor sit amet. " * 20}, POSTS)
+    if posts is not None:
         made["posts"] = POSTS
     return made
 
