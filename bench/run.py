@@ -6,13 +6,14 @@ posts), then four servers on free ports:
 
     seed            node app.js of /work/shared/anchors/express-seed (a copy under var/bench)
     project         gunicorn -c config/gunicorn.conf.py, production settings, pooled
+    project_django  the same with API_FAST_LANE=false (users by id through Django's request path)
     project_nopool  the same with DATABASE_POOL_DISABLED=true (a connection per request)
     bare            gunicorn + bench/bare_wsgi.py: no framework, one psycopg_pool per worker
 
 and measures, alternating the systems inside every round (order rotated per
 round), with wrk and bench/load.lua:
 
-    get_user   GET /api/users/<random id>          seed, project, project_nopool, bare
+    get_user   GET /api/users/<random id>          seed, project, project_django, project_nopool, bare
     transfer   POST /api/transfer | /api/market/transfers on the same market_account rows
     mixed      GET /api/blog/posts + /api/market/products/<sku>, peak server connections vs budget
 
@@ -23,7 +24,8 @@ docs/benchmarks.png. Every process started here is stopped on exit, Ctrl-C inclu
 Knobs (environment): BENCH_DURATION (s per run, 10), BENCH_ROUNDS (3),
 BENCH_CONNECTIONS (16), BENCH_WRK_THREADS (1), BENCH_WARMUP (s, 3), BENCH_USERS
 (10000), BENCH_REUSE_DB (true: keep an already seeded set of bench databases),
-BENCH_WRITE_DOCS (default: only full runs rewrite docs/benchmarks.md).
+BENCH_WRITE_DOCS (default: only full runs rewrite docs/benchmarks.md),
+BENCH_SCENARIOS (comma-separated subset of get_user,transfer,mixed; default all).
 """
 from __future__ import annotations
 
@@ -65,12 +67,13 @@ PREFIXES = {"SHARED": "bench_shared", "BLOG": "bench_blog", "MARKET": "bench_mar
 
 SCENARIOS = {
     # scenario: (systems, the first is the baseline of every ratio)
-    "get_user": ["seed", "project", "project_nopool", "bare"],
+    "get_user": ["seed", "project", "project_django", "project_nopool", "bare"],
     "transfer": ["seed", "project"],
     "mixed": ["project"],
 }
 SYSTEM_LABELS = {  # application_name patterns: whose connections the sampler counts
-    "seed": "bench:seed", "bare": "bench:bare", "project": "web:%", "project_nopool": "web:%",
+    "seed": "bench:seed", "bare": "bench:bare", "project": "web:%", "project_django": "web:%",
+    "project_nopool": "web:%",
 }
 
 
@@ -95,7 +98,7 @@ WARMUP = env_int("BENCH_WARMUP", 3)
 USERS = env_int("BENCH_USERS", 10000)
 ACCOUNTS, PRODUCTS, POSTS = 500, 200, 60
 OPENING_BALANCE_CENTS = 10**12  # transfers move 1 cent: no run can ever hit insufficient_funds
-FULL_RUN = DURATION >= 10 and ROUNDS >= 3
+FULL_RUN = DURATION >= 10 and ROUNDS >= 3 and not os.environ.get("BENCH_SCENARIOS", "").strip()
 
 
 def say(msg: str) -> None:
@@ -565,10 +568,13 @@ def main() -> int:
             say(f"seeded {json.loads(out.strip().splitlines()[-1])['users']} users")
         prepare_seed_copy()
 
-        ports = {name: free_port() for name in ("seed", "seed_market", "project", "project_nopool", "bare")}
+        ports = {name: free_port() for name in ("seed", "seed_market", "project", "project_django", "project_nopool",
+                                                "bare")}
         gunicorn = [str(VENV_BIN / "gunicorn"), "-c", "config/gunicorn.conf.py"]
         servers = {
             "project": procs.start("project", gunicorn, env={**env, "PORT": str(ports["project"])}),
+            "project_django": procs.start("project_django", gunicorn, env={
+                **env, "PORT": str(ports["project_django"]), "API_FAST_LANE": "false"}),
             "project_nopool": procs.start("project_nopool", gunicorn, env={
                 **env, "PORT": str(ports["project_nopool"]), "DATABASE_POOL_DISABLED": "true"}),
             "bare": procs.start("bare", [str(VENV_BIN / "gunicorn"), "-c", "bench/bare_gunicorn.conf.py"], env={
@@ -606,7 +612,8 @@ def main() -> int:
         (VAR / "skus.txt").write_text("".join(f"{s}\n" for s in data["skus"]))
 
         skipped: dict[str, str] = {}
-        scenarios = dict(SCENARIOS)
+        only = [x.strip() for x in os.environ.get("BENCH_SCENARIOS", "").split(",") if x.strip()]
+        scenarios = {k: v for k, v in SCENARIOS.items() if not only or k in only}
         if len(data["accounts"]) < 2:
             skipped["transfer"] = data["missing"].get("market_accounts", "no accounts")
         else:

@@ -94,6 +94,8 @@ GLOBAL_VARS: list[Var] = [
     Var("WEB_THREADS", "int", 8, help="threads per worker; at most half may wait on any one database"),
     Var("WEB_TIMEOUT", "int", 30, help="seconds before gunicorn restarts a stuck worker"),
     Var("WEB_GRACEFUL_TIMEOUT", "int", 20, help="seconds in-flight requests get to finish after SIGTERM"),
+    Var("API_FAST_LANE", "bool", True,
+        help="serve GET /api/users/<id> without Django's request path (config/fastlane.py); false = through Django"),
 ]
 
 
@@ -148,6 +150,9 @@ def _url_config(name: str, url: str) -> dict[str, Any]:
     return cfg
 
 
+PREPARE_AFTER = 5  # psycopg's own default threshold
+
+
 def _options(values: dict[str, Any], p: str, *, label: str, statement_ms: int, direct: bool,
              read_only: bool = False) -> dict[str, Any]:
     opts: dict[str, Any] = {
@@ -165,6 +170,11 @@ def _options(values: dict[str, Any], p: str, *, label: str, statement_ms: int, d
         if read_only:
             settings.append("default_transaction_read_only=on")
         opts["options"] = " ".join(f"-c {s}" for s in settings)
+        # Parameters bound by the server, and a statement run PREPARE_AFTER times on one
+        # connection prepared there: no quoting in Python, no re-planning in PostgreSQL.
+        # Never through a transaction pooler: a prepared statement lives in one server session.
+        opts["server_side_binding"] = True
+        opts["prepare_threshold"] = PREPARE_AFTER
     return opts
 
 

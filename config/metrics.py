@@ -221,10 +221,17 @@ def request_started() -> float:
 
 
 def request_finished(request, response, started: float) -> None:
+    match = request.resolver_match
+    record_request(request.path_info, response.status_code, match.route if match is not None else "unmatched",
+                   started, response=response)
+
+
+def record_request(path: str, status: int, route: str, started: float, response=None) -> None:
+    """One answered request: its count and latency by domain, and how long it held each alias
+    (`response` is read only for a 503, to count the database it names)."""
     end = time.perf_counter()
     _local.active = False
-    status = response.status_code
-    domain = domain_of(request.path_info)
+    domain = domain_of(path)
     children = _request_children.get((domain, status))
     if children is None:
         label = str(status)
@@ -234,15 +241,13 @@ def request_finished(request, response, started: float) -> None:
     children[1].observe(end - started)
     held = _local.held
     if held:
-        match = request.resolver_match
-        route = match.route if match is not None else "unmatched"
         for alias, since in held.items():
             child = _hold_children.get((route, alias))
             if child is None:
                 child = _hold_children.setdefault((route, alias), CONNECTION_HOLD.labels(route, alias))
             child.observe(end - since)
         held.clear()
-    if status == 503:
+    if status == 503 and response is not None:
         alias = _unavailable_alias(response)
         if alias:
             HTTP_DB_UNAVAILABLE.labels(alias).inc()

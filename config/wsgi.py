@@ -5,6 +5,10 @@ short middleware stack (`API_MIDDLEWARE`): they authenticate with tokens, so
 sessions, CSRF, messages, clickjacking headers, login throttling and static
 files would only cost time there. Everything else (the admin) gets the full
 `MIDDLEWARE`.
+
+In front of both, the fast lane (config/fastlane.py) answers the hottest reads
+without Django's request path; whatever it does not fully understand falls
+through to the handlers.
 """
 import os
 
@@ -27,10 +31,22 @@ class ApiHandler(WSGIHandler):
         finally:
             settings.MIDDLEWARE = full
 
+    def get_response(self, request):
+        # CommonMiddleware's Content-Length, without the rest of it: gunicorn then sends the
+        # body as is instead of in chunks.
+        response = super().get_response(request)
+        if not response.streaming and not response.has_header("Content-Length"):
+            response.headers["Content-Length"] = str(len(response.content))
+        return response
 
-def dispatcher(api, site):
+
+def dispatcher(api, site, lane=None):
     def application(environ, start_response):
         if environ.get("PATH_INFO", "").startswith(API_PREFIXES):
+            if lane is not None:
+                answer = lane(environ, start_response)
+                if answer is not None:
+                    return answer
             return api(environ, start_response)
         return site(environ, start_response)
 
@@ -38,4 +54,7 @@ def dispatcher(api, site):
 
 
 django.setup(set_prefix=False)
-application = dispatcher(ApiHandler(), WSGIHandler())
+
+from config.fastlane import Lane  # noqa: E402  (needs the settings)
+
+application = dispatcher(ApiHandler(), WSGIHandler(), Lane() if settings.API_FAST_LANE else None)

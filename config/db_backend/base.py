@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import select
 import selectors
 import time
 
@@ -76,10 +77,10 @@ def check_on_checkout(conn: psycopg.Connection, timeout: float) -> None:
     empty query with a deadline. Under load this saves a round trip per checkout."""
     fresh = time.monotonic() - getattr(conn, "_last_ok", 0.0) < FRESH_S
     if fresh and not conn.closed and conn.info.transaction_status == pq.TransactionStatus.IDLE:
-        with selectors.DefaultSelector() as sel:
-            sel.register(conn.pgconn.socket, selectors.EVENT_READ)
-            if not sel.select(0):
-                return
+        poller = select.poll()  # one syscall; an epoll selector would cost four
+        poller.register(conn.pgconn.socket, select.POLLIN)
+        if not poller.poll(0):
+            return
     check_with_deadline(conn, timeout)
     conn._last_ok = time.monotonic()
 

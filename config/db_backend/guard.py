@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
@@ -51,10 +50,10 @@ class Guard:
         now = time.monotonic() if now is None else now
         return sum(1 for c in list(self._calls) if c.alias == alias and now - c.started >= SLOW_CALL_S)
 
-    @contextlib.contextmanager
     def call(self, alias: str, *, limit: int = 0, sock: tuple[int, int, int] | None = None,
-             timeout: float | None = None):
-        """Register a blocking call; refuse it when the alias's bulkhead is full."""
+             timeout: float | None = None) -> "_Registered":
+        """Register a blocking call (use as `with guard.call(...):`); refuse it when the alias's
+        bulkhead is full. A plain context manager object: this runs twice per request."""
         if self._pid != os.getpid():  # forked: the parent's calls and thread are not ours
             self.__init__()
         now = time.monotonic()
@@ -66,11 +65,7 @@ class Guard:
             self._calls.add(entry)
         if entry.deadline is not None and (self._thread is None or not self._thread.is_alive()):
             self._start()
-        try:
-            yield entry
-        finally:
-            with self._lock:
-                self._calls.discard(entry)
+        return _Registered(self, entry)
 
     def _start(self) -> None:
         with self._lock:
@@ -93,6 +88,21 @@ class Guard:
                             self.kills += 1
                             log.warning("database %r did not answer a statement within its timeout plus grace: "
                                         "connection cut", c.alias)
+
+
+class _Registered:
+    __slots__ = ("guard", "entry")
+
+    def __init__(self, guard: Guard, entry: Call) -> None:
+        self.guard, self.entry = guard, entry
+
+    def __enter__(self) -> Call:
+        return self.entry
+
+    def __exit__(self, *exc) -> bool:
+        with self.guard._lock:
+            self.guard._calls.discard(self.entry)
+        return False
 
 
 def socket_identity(fd: int) -> tuple[int, int, int] | None:
