@@ -192,6 +192,13 @@ def audit_record_many(*, app_label: str, using: str, events: list[tuple[str, str
     _after_commit_relay(using)
 
 
+def audit_relay_after_commit(using: str) -> None:
+    """The relay kick for a service that writes outbox rows in its own SQL: after the
+    current transaction on `using` commits, or at once outside a transaction (in
+    autocommit the statement that wrote the rows has committed already)."""
+    _after_commit_relay(using)
+
+
 def _after_commit_relay(using: str) -> None:
     """Once per transaction: after it commits, this process's relay thread delivers the rows."""
     if not getattr(settings, "AUDIT_RELAY_ON_COMMIT", True):

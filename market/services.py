@@ -13,15 +13,19 @@ The CHECK constraints in models.py back all of this up in the database.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.db import IntegrityError, connections, router
+from django.db import IntegrityError, connections, router, transaction
+from django.utils import timezone
 
-from audit.capture import audit_record_many, json_safe
+from audit.capture import audit_relay_after_commit, json_safe
+from audit.context import current_actor
 
 from config.db import atomic_for
 from market.errors import (
@@ -42,6 +46,7 @@ from market.models import (
     MAX_STOCK,
     SKU_RE,
     Account,
+    AuditOutbox,
     Order,
     OrderLine,
     Product,
@@ -176,25 +181,118 @@ def _replay(existing: Transfer, request_hash: str) -> tuple[Transfer, bool]:
     return existing, False
 
 
-# The transfer is the busiest write: plain SQL, four round trips (lock, idempotency
-# check, one statement that moves the money and records the transfer, commit)
-# instead of the ORM's ten. Its audit rows are written with it (audit_record_many)
-# in the same transaction, in the shape save() would give them.
-_LOCK_ACCOUNTS_SQL = ('SELECT id, balance_cents, owner_id FROM market_account WHERE id IN (%s, %s) '
-                      'ORDER BY id FOR UPDATE')
-_SAME_KEY_SQL = ('SELECT id FROM market_transfer WHERE requester_id = %s AND idempotency_key = %s')
-_MOVE_SQL = """
-WITH moved AS (
-    UPDATE market_account SET balance_cents = balance_cents + CASE WHEN id = %(src)s THEN -%(amount)s ELSE %(amount)s END
-    WHERE id IN (%(src)s, %(dst)s)
+# The transfer is the busiest write: ONE statement, sent in autocommit (a single
+# statement is its own transaction: no BEGIN, no COMMIT), that locks both
+# accounts, decides, and only when the verdict is "ok" moves the money, records
+# the transfer and writes its three audit outbox rows in the shape save() would
+# give them (the shape audit_record_many writes for other plain-SQL callers).
+#
+# - `locked`: both rows FOR UPDATE in ascending id order (two transfers can
+#   never wait on each other in a cycle). Under READ COMMITTED a row we had to
+#   wait for comes back in its newest committed version, so balances and owner
+#   are current. `facts` aggregates over all of `locked`, so both locks are held
+#   before anything below writes.
+# - `verdict`, in the order the checks have always run: missing source, missing
+#   target, same (requester, key) already used -> replay, not the owner (nor
+#   staff) -> forbidden, funds, target overflow; else ok.
+# - `moved` / `created` / the outbox INSERT write only when the verdict is ok.
+#   The audit's old balances are the locked ones and the new ones what the
+#   UPDATE stores; created_at comes from Python, so the row and its audit JSON
+#   agree to the microsecond.
+#
+# Concurrency: the idempotency check inside the statement reads the statement's
+# snapshot, taken before we waited for the row locks. A copy of this request
+# (same key and body, so the same accounts) that held the locks and committed
+# while we waited is therefore NOT seen by `existing`, though the balances we
+# lock are its results. Both outcomes end in the replay of that copy:
+# - the verdict is ok: our INSERT hits `market_transfer_unique_idempotency_key`,
+#   the whole statement fails (nothing moved, nothing recorded) -> IntegrityError
+#   -> the replay path below (`same_key()`, a new statement, a fresh snapshot);
+# - the verdict is a refusal (the copy's debit left too little, say): before
+#   refusing, the key is looked up again with a fresh snapshot, as the old
+#   lock-then-check order would have seen it; a match is replayed.
+# The same key with other accounts is not serialized by the locks at all; the
+# unique constraint decides that race exactly as above.
+#
+# The UPDATE sets absolute balances computed from `locked`. It finds its rows
+# with the statement's snapshot, so after a wait it first meets the version the
+# concurrent transfer replaced, and PostgreSQL checks CHECK constraints on the
+# new row computed from that stale version *before* it notices the concurrent
+# update and recomputes from the newest one: `balance_cents - amount` could
+# fail market_account_balance_nonnegative (a stale balance lower than the
+# locked one) although the money is there. The locked values are the newest and
+# stay so until we commit (we hold the locks), so the absolute value is right on
+# either version, and the audit's old/new are exactly what is stored.
+_TRANSFER_SQL = """
+WITH locked AS (
+    SELECT id, balance_cents, owner_id FROM market_account
+    WHERE id IN (%(src)s, %(dst)s) ORDER BY id FOR UPDATE
+), facts AS (
+    SELECT count(*) FILTER (WHERE id = %(src)s) AS has_src,
+           count(*) FILTER (WHERE id = %(dst)s) AS has_dst,
+           max(balance_cents) FILTER (WHERE id = %(src)s) AS src_balance,
+           max(owner_id) FILTER (WHERE id = %(src)s) AS src_owner,
+           max(balance_cents) FILTER (WHERE id = %(dst)s) AS dst_balance
+    FROM locked
+), existing AS (
+    SELECT id, from_account_id, to_account_id, amount_cents, requester_id, idempotency_key, request_hash,
+           created_at
+    FROM market_transfer WHERE requester_id = %(requester)s AND idempotency_key = %(key)s
+), verdict AS (
+    SELECT CASE
+               WHEN has_src = 0 THEN 'no_source'
+               WHEN has_dst = 0 THEN 'no_target'
+               WHEN EXISTS (SELECT 1 FROM existing) THEN 'replay'
+               WHEN src_owner IS NOT NULL AND src_owner <> %(requester)s AND NOT %(staff)s THEN 'forbidden'
+               WHEN src_balance < %(amount)s THEN 'funds'
+               WHEN dst_balance > %(max_target)s THEN 'overflow'
+               ELSE 'ok'
+           END AS outcome, src_balance, dst_balance
+    FROM facts
+), moved AS (
+    -- Absolute values from the locked rows, not `balance_cents - amount`: see the note above.
+    UPDATE market_account a
+    SET balance_cents = CASE WHEN a.id = %(src)s THEN v.src_balance - %(amount)s ELSE v.dst_balance + %(amount)s END
+    FROM verdict v
+    WHERE a.id IN (%(src)s, %(dst)s) AND v.outcome = 'ok'
+    RETURNING a.id
+), created AS (
+    INSERT INTO market_transfer (from_account_id, to_account_id, amount_cents, requester_id, idempotency_key,
+                                 request_hash, created_at)
+    SELECT %(src)s, %(dst)s, %(amount)s, %(requester)s, %(key)s, %(hash)s, %(created_at)s
+    FROM verdict WHERE outcome = 'ok'
     RETURNING id
+), recorded AS (
+    INSERT INTO "{outbox}" (event_id, occurred_at, actor, actor_id, action, model, object_pk, changes)
+    SELECT e.event_id, %(created_at)s, %(actor)s, %(actor_id)s, e.action, e.model, e.object_pk, e.changes
+    FROM (
+        -- Each branch filters on the verdict before it computes: no arithmetic on a refused transfer.
+        SELECT 1 AS n, %(event_src)s::uuid AS event_id, 'update' AS action, 'market.account' AS model,
+               %(src)s::text AS object_pk,
+               jsonb_build_object('balance_cents', jsonb_build_object(
+                   'old', v.src_balance, 'new', v.src_balance - %(amount)s)) AS changes
+        FROM verdict v WHERE v.outcome = 'ok'
+        UNION ALL
+        SELECT 2, %(event_dst)s::uuid, 'update', 'market.account', %(dst)s::text,
+               jsonb_build_object('balance_cents', jsonb_build_object(
+                   'old', v.dst_balance, 'new', v.dst_balance + %(amount)s))
+        FROM verdict v WHERE v.outcome = 'ok'
+        UNION ALL
+        SELECT 3, %(event_transfer)s::uuid, 'create', 'market.transfer', c.id::text, %(transfer_changes)s::jsonb
+        FROM created c
+    ) e
+    ORDER BY e.n  -- ids in event order: the source, the target, the transfer
+    RETURNING 1
 )
-INSERT INTO market_transfer (from_account_id, to_account_id, amount_cents, requester_id, idempotency_key,
-                             request_hash, created_at)
-SELECT %(src)s, %(dst)s, %(amount)s, %(requester)s, %(key)s, %(hash)s, now()
-WHERE (SELECT count(*) FROM moved) = 2
-RETURNING id, created_at
-"""
+SELECT v.outcome, (SELECT id FROM created), v.src_balance, v.dst_balance,
+       x.id, x.from_account_id, x.to_account_id, x.amount_cents, x.requester_id, x.idempotency_key,
+       x.request_hash, x.created_at
+FROM verdict v LEFT JOIN existing x ON true
+""".replace("{outbox}", AuditOutbox._meta.db_table)
+
+
+_TRANSFER_FIELDS = ["id", "from_account_id", "to_account_id", "amount_cents", "requester_id", "idempotency_key",
+                    "request_hash", "created_at"]  # the model's concrete fields, in its order (Model.from_db)
 
 
 def transfer_create(*, user, from_account_id: int, to_account_id: int, amount_cents: int,
@@ -204,6 +302,12 @@ def transfer_create(*, user, from_account_id: int, to_account_id: int, amount_ce
     The same `idempotency_key` (per user) with the same body returns the first
     transfer and moves nothing (`created` False); with another body it raises
     `IdempotencyKeyReused`. `InsufficientFunds` refuses an overdraft.
+
+    One statement on the market database (see _TRANSFER_SQL). The API calls it
+    outside any transaction, so the statement commits on its own; inside a
+    caller's atomic block it runs in a savepoint of that transaction instead
+    (a unique-key race then rolls back only the savepoint) and the audit relay
+    is kicked when the caller commits.
     """
     if not isinstance(idempotency_key, str) or not _KEY_RE.match(idempotency_key):
         raise InvalidRequest(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters",
@@ -217,56 +321,67 @@ def transfer_create(*, user, from_account_id: int, to_account_id: int, amount_ce
                                          amount_cents=amount_cents)
     # Fresh reads only: a replica may not have the first copy of this request yet.
     primary = router.db_for_write(Transfer)
-    same_key = Transfer.objects.using(primary).filter(requester_id=user.pk, idempotency_key=idempotency_key)
+
+    def same_key() -> Transfer | None:  # a fresh read; built only on the rare paths (a QuerySet costs)
+        return Transfer.objects.using(primary).filter(requester_id=user.pk, idempotency_key=idempotency_key).first()
+
+    created_at = timezone.now()
+    who = current_actor()
+    params = {
+        "src": from_account_id, "dst": to_account_id, "amount": amount_cents,
+        "max_target": MAX_CENTS - amount_cents, "requester": user.pk, "staff": bool(user.is_staff),
+        "key": idempotency_key, "hash": request_hash, "created_at": created_at,
+        "actor": who.label, "actor_id": who.id,
+        "event_src": uuid.uuid4(), "event_dst": uuid.uuid4(), "event_transfer": uuid.uuid4(),
+        # The transfer's audit changes, as save() records a create (old None, new as stored).
+        "transfer_changes": json.dumps({
+            "from_account_id": {"old": None, "new": from_account_id},
+            "to_account_id": {"old": None, "new": to_account_id},
+            "amount_cents": {"old": None, "new": amount_cents},
+            "requester_id": {"old": None, "new": user.pk},
+            "idempotency_key": {"old": None, "new": idempotency_key},
+            "request_hash": {"old": None, "new": request_hash},
+            "created_at": {"old": None, "new": json_safe(created_at)},
+        }),
+    }
+    connection = connections[primary]
     try:
-        with atomic_for(Transfer), connections[primary].cursor() as cursor:
-            # Both rows locked in ascending id order: two transfers can never wait on each other in a cycle.
-            cursor.execute(_LOCK_ACCOUNTS_SQL, [from_account_id, to_account_id])
-            accounts = {row[0]: row for row in cursor.fetchall()}
-            for account_id in (from_account_id, to_account_id):
-                if account_id not in accounts:
-                    raise AccountNotFound(f"no account with id {account_id}", account_id=account_id)
-            # Checked under the locks: a concurrent copy of this request that held them first has committed.
-            cursor.execute(_SAME_KEY_SQL, [user.pk, idempotency_key])
-            if cursor.fetchone() is not None:
-                return _replay(same_key.get(), request_hash)
-            _, source_balance, source_owner = accounts[from_account_id]
-            target_balance = accounts[to_account_id][1]
-            if source_owner is not None and source_owner != user.pk and not user.is_staff:
-                raise Forbidden("only the owner of the account (or staff) may move money out of it")
-            if source_balance < amount_cents:
-                raise InsufficientFunds(f"account {from_account_id} has insufficient funds",
-                                        account_id=from_account_id)
-            if target_balance > MAX_CENTS - amount_cents:
-                raise InvalidRequest("the target balance would overflow", field="amount_cents")
-            cursor.execute(_MOVE_SQL, {"src": from_account_id, "dst": to_account_id, "amount": amount_cents,
-                                       "requester": user.pk, "key": idempotency_key, "hash": request_hash})
-            transfer_id, created_at = cursor.fetchone()
-            transfer = Transfer(id=transfer_id, from_account_id=from_account_id, to_account_id=to_account_id,
-                                amount_cents=amount_cents, requester_id=user.pk, idempotency_key=idempotency_key,
-                                request_hash=request_hash, created_at=created_at)
-            audit_record_many(app_label="market", using=primary, events=[
-                ("update", "market.account", str(from_account_id),
-                 {"balance_cents": {"old": source_balance, "new": source_balance - amount_cents}}),
-                ("update", "market.account", str(to_account_id),
-                 {"balance_cents": {"old": target_balance, "new": target_balance + amount_cents}}),
-                ("create", "market.transfer", str(transfer_id), {
-                    "from_account_id": {"old": None, "new": from_account_id},
-                    "to_account_id": {"old": None, "new": to_account_id},
-                    "amount_cents": {"old": None, "new": amount_cents},
-                    "requester_id": {"old": None, "new": user.pk},
-                    "idempotency_key": {"old": None, "new": idempotency_key},
-                    "request_hash": {"old": None, "new": request_hash},
-                    "created_at": {"old": None, "new": json_safe(created_at)},
-                }),
-            ])
-            return transfer, True
+        # Inside a caller's transaction: a savepoint, so a unique-key failure leaves that transaction usable.
+        with (transaction.atomic(using=primary) if connection.in_atomic_block else contextlib.nullcontext()), \
+                connection.cursor() as cursor:
+            cursor.execute(_TRANSFER_SQL, params)
+            outcome, transfer_id, _, _, *existing = cursor.fetchone()
     except IntegrityError as exc:
-        # Same key, different accounts: the locks did not serialize the two
-        # copies, the unique constraint did; the winner has committed.
+        # A copy of this request committed after our snapshot was taken (see
+        # _TRANSFER_SQL): the unique constraint failed the whole statement,
+        # nothing moved; the winner has committed.
         if _constraint_of(exc) != "market_transfer_unique_idempotency_key":
             raise
-    existing = same_key.first()
-    if existing is None:  # the unique index only fails us once the winner has committed
-        raise IdempotencyKeyReused("this Idempotency-Key is being used by another request")
-    return _replay(existing, request_hash)
+        existing = same_key()
+        if existing is None:  # the unique index only fails us once the winner has committed
+            raise IdempotencyKeyReused("this Idempotency-Key is being used by another request")
+        return _replay(existing, request_hash)
+    if outcome == "ok":
+        # Committed already in autocommit (the kick runs at once); in a caller's transaction, on its commit.
+        audit_relay_after_commit(primary)
+        return Transfer.from_db(primary, _TRANSFER_FIELDS,
+                                (transfer_id, from_account_id, to_account_id, amount_cents, user.pk,
+                                 idempotency_key, request_hash, created_at)), True
+    if outcome == "no_source":
+        raise AccountNotFound(f"no account with id {from_account_id}", account_id=from_account_id)
+    if outcome == "no_target":
+        raise AccountNotFound(f"no account with id {to_account_id}", account_id=to_account_id)
+    if outcome == "replay":
+        return _replay(Transfer.from_db(primary, _TRANSFER_FIELDS, existing), request_hash)
+    # A refusal: a copy of this request that committed while we waited for the locks is invisible to
+    # the statement's snapshot (and may be what drained the funds); the key, looked up afresh, wins.
+    replayed = same_key()
+    if replayed is not None:
+        return _replay(replayed, request_hash)
+    if outcome == "forbidden":
+        raise Forbidden("only the owner of the account (or staff) may move money out of it")
+    if outcome == "funds":
+        raise InsufficientFunds(f"account {from_account_id} has insufficient funds", account_id=from_account_id)
+    if outcome == "overflow":
+        raise InvalidRequest("the target balance would overflow", field="amount_cents")
+    raise AssertionError(f"unexpected transfer verdict {outcome!r}")

@@ -8,7 +8,7 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
-from audit.capture import _excluded, audit_bulk, capture_paused
+from audit.capture import _excluded, audit_bulk, capture_paused, json_safe
 from audit.context import acting_as
 from blog.models import AuditOutbox as BlogOutbox
 from blog.models import Post, Tag
@@ -226,6 +226,23 @@ def test_a_transfer_written_in_plain_sql_records_the_same_events_save_would():
     expected = {f.attname for f in Transfer._meta.concrete_fields if not f.primary_key}
     assert set(rows[2].changes) == expected
     assert rows[2].changes["amount_cents"] == {"old": None, "new": 300}
+    assert {e.actor_id for e in rows} == {user.pk}
+    # The values as stored, created_at to the microsecond, exactly as save() turns them into JSON.
+    stored = Transfer.objects.get(pk=transfer.pk)
+    assert rows[2].changes == {f.attname: {"old": None, "new": json_safe(getattr(stored, f.attname))}
+                               for f in Transfer._meta.concrete_fields if not f.primary_key}
+    with acting_as(user):
+        saved = Transfer.objects.create(from_account=src, to_account=dst, amount_cents=1, requester_id=user.pk,
+                                        idempotency_key="k-2", request_hash="0" * 64)
+    (by_save,) = events(MarketOutbox, model="market.transfer", object_pk=str(saved.pk))
+
+    def shape(changes):
+        return {name: (type(v["old"]), type(v["new"])) for name, v in changes.items()}
+
+    assert shape(rows[2].changes) == shape(by_save.changes)
+    assert by_save.changes["created_at"]["new"] == json_safe(saved.created_at)
+    Transfer.objects.filter(pk=saved.pk).delete()
+    MarketOutbox.objects.using("market").filter(object_pk=str(saved.pk), model="market.transfer").delete()
     # A replay moves nothing and records nothing.
     with acting_as(user):
         again, created = transfer_create(user=user, from_account_id=src.pk, to_account_id=dst.pk,
