@@ -11,7 +11,7 @@ from pathlib import Path
 SYSTEM_NAMES = {
     "seed": "express-seed (node, pg Pool max 10)",
     "project": "project (gunicorn, production settings, pooled)",
-    "project_django": "project, API_FAST_LANE=false (the same read through Django's request path)",
+    "project_django": "project, API_FAST_LANE=false (the same requests through Django's request path)",
     "project_nopool": "project, DATABASE_POOL_DISABLED=true (connect per request)",
     "bare": "bare WSGI + psycopg_pool (bench/bare_wsgi.py, same gunicorn settings)",
 }

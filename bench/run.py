@@ -6,7 +6,7 @@ posts), then four servers on free ports:
 
     seed            node app.js of /work/shared/anchors/express-seed (a copy under var/bench)
     project         gunicorn -c config/gunicorn.conf.py, production settings, pooled
-    project_django  the same with API_FAST_LANE=false (users by id through Django's request path)
+    project_django  the same with API_FAST_LANE=false (users by id and transfers through Django's request path)
     project_nopool  the same with DATABASE_POOL_DISABLED=true (a connection per request)
     bare            gunicorn + bench/bare_wsgi.py: no framework, one psycopg_pool per worker
 
@@ -14,7 +14,8 @@ and measures, alternating the systems inside every round (order rotated per
 round), with wrk and bench/load.lua:
 
     get_user   GET /api/users/<random id>          seed, project, project_django, project_nopool, bare
-    transfer   POST /api/transfer | /api/market/transfers on the same market_account rows
+    transfer   POST /api/transfer | /api/market/transfers on the same market_account rows   seed, project,
+                                                                                   project_django
     mixed      GET /api/blog/posts + /api/market/products/<sku>, peak server connections vs budget
 
 Ratios are taken against the baseline of the same round, then the median
@@ -68,7 +69,7 @@ PREFIXES = {"SHARED": "bench_shared", "BLOG": "bench_blog", "MARKET": "bench_mar
 SCENARIOS = {
     # scenario: (systems, the first is the baseline of every ratio)
     "get_user": ["seed", "project", "project_django", "project_nopool", "bare"],
-    "transfer": ["seed", "project"],
+    "transfer": ["seed", "project", "project_django"],
     "mixed": ["project"],
 }
 SYSTEM_LABELS = {  # application_name patterns: whose connections the sampler counts
@@ -633,7 +634,7 @@ def main() -> int:
             "get_user": lambda s: (base[s], "users", [f"ids={ids_file}"]),
             "transfer": lambda s: ((base["seed_market"], "transfer_seed", [f"ids={VAR / 'account_ids.txt'}"])
                                    if s == "seed" else
-                                   (base["project"], "transfer_project",
+                                   (base[s], "transfer_project",
                                     [f"ids={VAR / 'account_ids.txt'}", f"token={token_file}"])),
             "mixed": lambda s: (base["project"], "mixed", [f"skus={VAR / 'skus.txt'}"]),
         }

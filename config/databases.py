@@ -95,7 +95,8 @@ GLOBAL_VARS: list[Var] = [
     Var("WEB_TIMEOUT", "int", 30, help="seconds before gunicorn restarts a stuck worker"),
     Var("WEB_GRACEFUL_TIMEOUT", "int", 20, help="seconds in-flight requests get to finish after SIGTERM"),
     Var("API_FAST_LANE", "bool", True,
-        help="serve GET /api/users/<id> without Django's request path (config/fastlane.py); false = through Django"),
+        help="serve GET /api/users/<id> and POST /api/market/transfers without Django's request path "
+             "(config/fastlane.py); false = through Django"),
 ]
 
 

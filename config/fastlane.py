@@ -1,10 +1,15 @@
-"""The fast lane: plain WSGI routes in front of Django for the hottest read endpoints.
+"""The fast lane: plain WSGI routes in front of Django for the two hottest endpoints,
+`GET /api/users/<id>` and `POST /api/market/transfers`.
 
 Django's request path (request object, URL resolving, signals, middleware,
 response object) costs several times the query it serves on a by-id read
 (bench/profile.md). For the routes in `ROUTES`, `config/wsgi.py` calls the
 lane first; the lane answers only the requests it fully understands and
 returns None for everything else, which Django then answers exactly as before.
+A handler decides to step aside before it writes anything (a malformed
+transfer, a missing key or token go to Django, which answers 400/401); once
+the service ran, the lane answers itself, errors included, so a write never
+runs twice.
 
 What the lane keeps from the middleware stack, so a client cannot tell:
 - ALLOWED_HOSTS (a host Django would refuse falls through, and Django answers 400);
@@ -15,30 +20,65 @@ What the lane keeps from the middleware stack, so a client cannot tell:
 - the database through Django's connection of the alias: pool, breaker,
   bulkhead, statement deadline, the alias on every error; a database fault is
   the same `503 database_unavailable` naming the database;
-- the view's selector (one source for the SQL and the JSON shape).
-Read routing is the one thing it does not do: while the alias has a replica,
-requests fall through to Django (replica choice, read-your-writes cookie).
+- the view's selector and service (one source for the SQL, the rules and the JSON
+  shape), token authentication and the audit actor of the token's user.
+Read routing is the one thing it does not do: while an alias of the route has a
+replica, requests fall through to Django (replica choice, read-your-writes cookie).
 
 tests/config/test_fastlane.py compares the lane's answers with Django's, byte for byte.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
+from http import HTTPStatus
 from dataclasses import dataclass
 from typing import Callable
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
 from django.http.request import split_domain_port, validate_host
 
 from config import metrics, replicas
-from config.http import response_for_database_error
+from config.http import error_response, response_for_database_error
 
 log = logging.getLogger("django.request")  # where Django logs 4xx/5xx answers
 
-Answer = tuple[int, dict]  # (status, JSON body)
+Answer = tuple[int, dict, dict]  # (status, JSON body, extra headers)
+
+
+class Request:
+    """What a lane handler sees: the WSGI environ, the path's match, the body on demand."""
+
+    __slots__ = ("environ", "match", "_body")
+
+    def __init__(self, environ: dict, match: re.Match) -> None:
+        self.environ, self.match, self._body = environ, match, None
+
+    def body(self) -> bytes | None:
+        """The whole body, or None when Django must judge it (no or oversized Content-Length).
+        Read once; the environ's input is replaced by a copy, so Django can still read it."""
+        if self._body is None:
+            try:
+                length = int(self.environ.get("CONTENT_LENGTH") or "")
+            except ValueError:
+                return None
+            if not 0 <= length <= settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+                return None
+            self._body = self.environ["wsgi.input"].read(length)
+            self.environ["wsgi.input"] = io.BytesIO(self._body)
+        return self._body
+
+    def token_user(self):
+        """The user of a valid `Authorization: Token <key>` header, else None (Django answers 401)."""
+        from audit.services import api_token_authenticate
+
+        scheme, _, key = self.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        key = key.strip()
+        return api_token_authenticate(key=key) if scheme == "Token" and key else None
 
 
 @dataclass(frozen=True)
@@ -46,84 +86,118 @@ class Route:
     method: str
     pattern: re.Pattern
     route: str  # the Django route, the label of the connection-hold metric
-    alias: str  # the database the handler reads
-    handler: Callable[[re.Match], Answer]
+    aliases: tuple[str, ...]  # the databases the handler may use
+    handler: Callable[[Request], Answer | None]  # None: Django takes it (only before any write)
 
 
-def _user_detail(match: re.Match) -> Answer:
+def _user_detail(request: Request) -> Answer:
     from config.users import user_get_public
 
-    user_id = int(match.group(1))
+    user_id = int(request.match.group(1))
     row = user_get_public(user_id=user_id)
     if row is None:
-        return 404, {"error": {"code": "user_not_found", "message": f"no user with id {user_id}"}}
-    return 200, {"data": row}
+        return 404, {"error": {"code": "user_not_found", "message": f"no user with id {user_id}"}}, {}
+    return 200, {"data": row}, {}
+
+
+_TRANSFER_FIELDS = frozenset({"from_account", "to_account", "amount_cents"})
+
+
+def _transfer_create(request: Request) -> Answer | None:
+    """market.views.transfer_create for a well-formed request; anything Django would refuse
+    before the service runs (no token, no key, a body that is not exactly the three fields)
+    falls through to it."""
+    from audit.context import acting_as
+    from market import selectors, services
+
+    key = request.environ.get("HTTP_IDEMPOTENCY_KEY")
+    body = request.body()
+    if key is None or body is None:
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.keys() != _TRANSFER_FIELDS:
+        return None
+    user = request.token_user()
+    if user is None:
+        return None
+    with acting_as(user):  # as token_required: the audit rows name the token's user
+        transfer, created = services.transfer_create(
+            user=user, from_account_id=data["from_account"], to_account_id=data["to_account"],
+            amount_cents=data["amount_cents"], idempotency_key=key)
+    return 201, {"data": selectors.transfer_as_dict(transfer)}, {} if created else {"Idempotent-Replayed": "true"}
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", re.compile(r"/api/users/([0-9]+)\Z"), "api/users/<int:user_id>", "default", _user_detail),
+    Route("GET", re.compile(r"/api/users/([0-9]+)\Z"), "api/users/<int:user_id>", ("default",), _user_detail),
+    Route("POST", re.compile(r"/api/market/transfers\Z"), "api/market/transfers", ("default", "market"),
+          _transfer_create),
 )
 
-_REASONS = {200: "200 OK", 404: "404 Not Found"}
 _JSON = ("Content-Type", "application/json")
 
 
 class Lane:
     def __init__(self) -> None:
         self.routes = ROUTES
-        self.prefixes = tuple({r.pattern.pattern.split("(", 1)[0] for r in ROUTES})
+        self.prefixes = tuple({r.pattern.pattern.split("(", 1)[0].removesuffix("\\Z") for r in ROUTES})
         self._hosts: dict[str, bool] = {}
         self._security: dict[bool, list[tuple[str, str]]] = {}
         self._redirect = settings.SECURE_SSL_REDIRECT
         self._proxy_ssl = settings.SECURE_PROXY_SSL_HEADER
         self._forwarded_host = settings.USE_X_FORWARDED_HOST
-        self._forwarded_port = settings.USE_X_FORWARDED_PORT
 
     def __call__(self, environ, start_response):
         """The answer as a WSGI iterable, or None: Django takes the request."""
         path = environ.get("PATH_INFO", "")
         if not path.startswith(self.prefixes):
             return None
+        method = environ.get("REQUEST_METHOD")
         for route in self.routes:
-            if environ.get("REQUEST_METHOD") == route.method:
+            if method == route.method:
                 match = route.pattern.match(path)
                 if match is not None:
                     break
         else:
             return None
-        if replicas.has_replica(route.alias) or not self._host_allowed(environ):
+        if any(replicas.has_replica(alias) for alias in route.aliases) or not self._host_allowed(environ):
             return None
         secure = self._is_secure(environ)
         if self._redirect and not secure:
             return None
-        return self._serve(route, match, path, secure, start_response)
+        return self._serve(route, Request(environ, match), path, secure, start_response)
 
-    def _serve(self, route: Route, match: re.Match, path: str, secure: bool, start_response):
+    def _serve(self, route: Route, request: Request, path: str, secure: bool, start_response):
         started = metrics.request_started()
-        connection = connections[route.alias]
         try:
-            status, body = route.handler(match)
+            answer = route.handler(request)
         except Exception as exc:
-            response = response_for_database_error(exc)
-            if response is None:  # a bug: Django runs the view again and answers it its way (500, logged)
+            response = response_for_database_error(exc)  # ApiError or a database fault, as the middleware
+            if response is None:  # a bug
+                if route.method == "GET":
+                    return None  # Django runs the read again and answers it its way (500, logged)
+                log.exception("unexpected error in the fast lane: %s", path)  # a write never runs twice
+                response = error_response(500, "internal_error", "unexpected error")  # as config.http.server_error
+            status, content = response.status_code, response.content
+            headers = [*response.items(), *self._security_headers(secure), ("Content-Length", str(len(content)))]
+            metrics.record_request(path, status, route.route, started, response=response)
+        else:
+            if answer is None:
                 return None
-            return self._send_django(route, path, secure, response, started, start_response)
+            status, body, extra = answer
+            content = json.dumps(body, cls=DjangoJSONEncoder).encode()  # as JsonResponse
+            headers = [_JSON, *extra.items(), *self._security_headers(secure), ("Content-Length", str(len(content)))]
+            metrics.record_request(path, status, route.route, started)
         finally:
-            connection.close()  # back to the pool, as Django's request_finished would
-        data = json.dumps(body).encode()
-        if status >= 400:
-            log.warning("%s: %s", _REASONS[status].split(" ", 1)[1], path, extra={"status_code": status})
-        metrics.record_request(path, status, route.route, started)
-        start_response(_REASONS[status], [_JSON, *self._security_headers(secure), ("Content-Length", str(len(data)))])
-        return [data]
-
-    def _send_django(self, route, path, secure, response, started, start_response):
-        """An error answer built by the same helpers Django's path uses (config/http.py)."""
-        metrics.record_request(path, response.status_code, route.route, started, response=response)
-        log.error("%s: %s", response.reason_phrase, path, extra={"status_code": response.status_code})
-        headers = [*response.items(), *self._security_headers(secure), ("Content-Length", str(len(response.content)))]
-        start_response(f"{response.status_code} {response.reason_phrase}", headers)
-        return [response.content]
+            for alias in route.aliases:
+                connections[alias].close()  # back to the pool, as Django's request_finished would
+        reason = HTTPStatus(status).phrase
+        if status >= 400:  # as django.utils.log.log_response
+            (log.error if status >= 500 else log.warning)("%s: %s", reason, path, extra={"status_code": status})
+        start_response(f"{status} {reason}", headers)
+        return [content]
 
     # -- what the middleware would have checked or added --------------------
     def _host_allowed(self, environ) -> bool:

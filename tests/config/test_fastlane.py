@@ -7,6 +7,7 @@ request path); status, headers and body must be identical.
 from __future__ import annotations
 
 import io
+import json
 import sys
 
 import pytest
@@ -15,23 +16,28 @@ from django.db import connections
 from django.test import override_settings
 from prometheus_client import REGISTRY
 
+from audit.services import api_token_create
 from config import breaker, replicas
 from config.fastlane import Lane
 from config.wsgi import ApiHandler, dispatcher
+from market.models import Account, AuditOutbox, Transfer
 
-pytestmark = pytest.mark.django_db(databases=["default"], transaction=True)
+pytestmark = pytest.mark.django_db(databases=["default", "market"], transaction=True)
 
 
-def environ(path: str, method: str = "GET", host: str = "127.0.0.1", **extra) -> dict:
+def environ(path: str, method: str = "GET", host: str = "127.0.0.1", body: bytes = b"", **extra) -> dict:
     env = {"REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": host,
-           "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http"}
+           "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http"}
+    if body:
+        env.update(CONTENT_TYPE="application/json", CONTENT_LENGTH=str(len(body)))
     env.update(extra)
     return env
 
 
 def call(app, env: dict) -> tuple[str, dict, bytes] | None:
-    connections["default"].close()  # as between two requests (the test's own work left it open)
+    for alias in ("default", "market"):
+        connections[alias].close()  # as between two requests (the test's own work left them open)
     seen = {}
 
     def start_response(status, headers, exc_info=None):
@@ -129,3 +135,96 @@ def test_an_insecure_request_under_ssl_redirect_falls_through():
 def test_with_a_replica_the_read_goes_through_django(monkeypatch):
     monkeypatch.setattr(replicas, "has_replica", lambda base: True)
     assert Lane()(environ("/api/users/1"), lambda *a: None) is None
+
+
+# POST /api/market/transfers ------------------------------------------------------------
+
+@pytest.fixture
+def owner():
+    user = get_user_model().objects.create_user("lane-owner", "owner@example.com", "x")
+    user.token = api_token_create(user=user)
+    return user
+
+
+@pytest.fixture
+def accounts(owner):
+    return (Account.objects.create(balance_cents=1000, owner_id=owner.pk), Account.objects.create(balance_cents=0),
+            Account.objects.create(balance_cents=500, owner_id=owner.pk + 1))
+
+
+def transfer(token: str | None, body, key: str | None = "k-1", raw: bytes | None = None, **extra) -> dict:
+    headers = {}
+    if token is not None:
+        headers["HTTP_AUTHORIZATION"] = f"Token {token}"
+    if key is not None:
+        headers["HTTP_IDEMPOTENCY_KEY"] = key
+    data = raw if raw is not None else json.dumps(body).encode()
+    return environ("/api/market/transfers", method="POST", body=data, **headers, **extra)
+
+
+def test_a_transfer_and_its_replay_are_identical_to_django(owner, accounts):
+    src, dst, _ = accounts
+    body = {"from_account": src.pk, "to_account": dst.pk, "amount_cents": 300}
+    first = call(Lane(), transfer(owner.token, body))
+    assert first[0] == "201 Created" and "Idempotent-Replayed" not in first[1]
+    assert json.loads(first[2])["data"]["amount_cents"] == 300
+    lane, django = both(lambda: transfer(owner.token, body))  # the same key: both replay the first
+    assert lane == django and lane[1]["Idempotent-Replayed"] == "true"
+    assert lane[2] == first[2]
+    assert Account.objects.get(pk=src.pk).balance_cents == 700 and Account.objects.get(pk=dst.pk).balance_cents == 300
+    # Its audit rows name the token's user, as through Django.
+    rows = AuditOutbox.objects.using("market").exclude(model="market.account", action="create")  # the fixture's
+    assert sorted(rows.values_list("action", "model", "actor_id")) == [
+        ("create", "market.transfer", owner.pk), ("update", "market.account", owner.pk),
+        ("update", "market.account", owner.pk)]
+
+
+@pytest.mark.parametrize("case", ["funds", "not_found", "forbidden", "bad_amount", "same_account", "bad_key"])
+def test_refusals_by_the_service_are_identical_to_django(owner, accounts, case):
+    src, dst, foreign = accounts
+    body, key = {"from_account": src.pk, "to_account": dst.pk, "amount_cents": 300}, "k-ok"
+    if case == "funds":
+        body["amount_cents"] = 5000
+    elif case == "not_found":
+        body["to_account"] = dst.pk + 1000
+    elif case == "forbidden":
+        body["from_account"] = foreign.pk
+    elif case == "bad_amount":
+        body["amount_cents"] = "300"
+    elif case == "same_account":
+        body["to_account"] = src.pk
+    else:
+        key = "x" * 1000
+    lane, django = both(lambda: transfer(owner.token, body, key=key))
+    assert lane == django and lane[0][0] == "4"
+    assert Account.objects.get(pk=src.pk).balance_cents == 1000
+
+
+@pytest.mark.parametrize("env", [
+    lambda o: transfer(o.token, {"from_account": 1, "to_account": 2, "amount_cents": 1}, key=None),
+    lambda o: transfer(None, {"from_account": 1, "to_account": 2, "amount_cents": 1}),
+    lambda o: transfer("not-a-key", {"from_account": 1, "to_account": 2, "amount_cents": 1}),
+    lambda o: transfer(o.token, None, raw=b"{not json"),
+    lambda o: transfer(o.token, [1, 2, 3]),
+    lambda o: transfer(o.token, {"from_account": 1, "to_account": 2}),
+    lambda o: transfer(o.token, {"from_account": 1, "to_account": 2, "amount_cents": 1, "memo": "x"}),
+    lambda o: transfer(o.token, None, raw=b"{}" + b" " * 70000),
+], ids=["no-key", "no-token", "bad-token", "bad-json", "not-object", "missing-field", "unknown-field", "too-big"])
+def test_requests_django_refuses_before_the_service_fall_through_with_their_body(owner, env):
+    assert Lane()(env(owner), lambda *a: None) is None
+    app = dispatcher(ApiHandler(), None, Lane())
+    status, _, body = call(app, env(owner))
+    assert status[0] == "4" and b'"error"' in body  # Django read the body the lane had read
+    assert not Transfer.objects.exists()
+
+
+def test_a_transfer_holds_both_databases_in_the_metrics(owner, accounts):
+    def holds(alias):
+        return REGISTRY.get_sample_value("platform_db_connection_hold_seconds_count",
+                                         {"route": "api/market/transfers", "alias": alias}) or 0.0
+
+    before = holds("default"), holds("market")
+    body = {"from_account": accounts[0].pk, "to_account": accounts[1].pk, "amount_cents": 1}
+    assert call(Lane(), transfer(owner.token, body, key="k-metrics"))[0] == "201 Created"
+    assert (holds("default"), holds("market")) == (before[0] + 1, before[1] + 1)
+    assert connections["default"].connection is None and connections["market"].connection is None
