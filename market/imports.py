@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db import IntegrityError, connections, router, transaction
 
 from audit.capture import audit_bulk
+from config.backend_priority import lowered_backend_priority
 from config.databases import domain_of
 from config.probe import clean_error, connect_kwargs
 from market.models import MAX_PRICE_CENTS, MAX_STOCK, SKU_RE, Product
@@ -88,9 +89,13 @@ class ImportResult:
 
 
 def product_import(*, path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE,
-                   progress: Progress | None = None) -> ImportResult:
+                   progress: Progress | None = None, backend_nice: int = 0,
+                   log: Callable[[str], None] | None = None) -> ImportResult:
     """Upsert every row of the CSV file at `path` into `Product`, keyed on sku.
 
+    `backend_nice`: lower the CPU priority of the run's own database backend by
+    that much while it runs, when the server is on this host and the OS allows
+    it (config/backend_priority.py); `log` hears what was done about it.
     Raises `ImportRejected` for a bad file (nothing written), `ImportRefused`
     when another run holds the lock, `ImportInterrupted` on SIGINT/SIGTERM.
     """
@@ -103,7 +108,8 @@ def product_import(*, path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_S
     db = router.db_for_write(Product)
     result = ImportResult()
     try:
-        with _RunLock(db), tempfile.TemporaryFile(prefix="import_products-") as spool:
+        with (_RunLock(db), lowered_backend_priority(db, backend_nice, log or (lambda message: None)),
+              tempfile.TemporaryFile(prefix="import_products-") as spool):
             started = time.monotonic()
             batches = _validate(db, path, spool, batch_size, result, report)
             result.validate_s = time.monotonic() - started
@@ -297,6 +303,7 @@ def _validate(db: str, path: Path, spool, batch_size: int, result: ImportResult,
     with a quote goes through the csv module (its record may span lines).
     """
     total_bytes = path.stat().st_size
+    report("validate", 0, total_bytes)
     name_max = Product._meta.get_field("name").max_length
     sku_ok = SKU_RE.match
     batches: list[tuple[int, int]] = []

@@ -75,3 +75,19 @@ def sample_while(proc: subprocess.Popen, probe: Callable[[], int]) -> list[int]:
     while proc.poll() is None:
         seen.append(probe())
     return seen
+
+
+def jobs_backend_pids() -> list[int]:
+    """Server pids of the jobs:market sessions on this test's market database."""
+    return [pid for (pid,) in market_query("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                           "AND application_name = 'jobs:market' ORDER BY pid")]
+
+
+def process_nice(pid: int) -> int | None:
+    """The nice value of a process of this host, from /proc/<pid>/stat (field 19); None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[16])  # fields[0] is field 3 (state)

@@ -212,11 +212,14 @@ def test_through_a_transaction_pooler_the_lock_needs_the_direct_url(tmp_path, jo
         assert product_count() == 0
 
         env["MARKET_DATABASE_DIRECT_URL"] = job_env["MARKET_DATABASE_URL"]
-        first = run_import(path, env, "--batch-size", "2000")
+        first = run_import(path, env, "--batch-size", "2000", "-v", "2")
         again = run_import(path, env, "--batch-size", "2000")
 
     assert first.returncode == 0, first.stderr
     assert "10,000 created" in first.stdout
+    # A pooler's server session is shared: the job does not renice it (config/backend_priority.py).
+    assert "database backend priority left as it is: behind a transaction pooler" in first.stderr
+    assert "lowered the CPU priority of its database backend" not in first.stderr
     assert again.returncode == 0, again.stderr
     assert "0 created, 0 updated, 10,000 unchanged" in again.stdout
     assert product_count() == distinct_skus() == 10_000

@@ -25,8 +25,9 @@ class Progress:
 
     UNITS = {"validate": ("B", "validating"), "import": ("rows", "importing")}
 
-    def __init__(self, stream, mode: str):
+    def __init__(self, stream, mode: str, phases=None):
         self.stream = stream
+        self.phases = phases  # told "phase <name> started" when a phase starts (-v 2)
         self.mode = "bar" if mode == "auto" and _isatty(stream) else ("lines" if mode == "auto" else mode)
         self.phase: str | None = None
         self.bar = None
@@ -39,6 +40,8 @@ class Progress:
         if phase != self.phase:
             self.close()
             self.phase, self.started, self.last_line, self.last_done = phase, time.monotonic(), 0.0, 0
+            if self.phases is not None:
+                self.phases(f"phase {phase} started")
             if self.mode == "bar":
                 from tqdm import tqdm
 
@@ -79,6 +82,11 @@ def plain_line(phase: str, done: int, total: int, elapsed: float) -> str:
     return f"importing: {done:,}/{total:,} rows ({pct:.1f}%) {rate:,.0f} rows/s eta {eta}"
 
 
+def _log(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
 def _terminal_sized(stream) -> bool:
     try:
         size = os.get_terminal_size(stream.fileno())
@@ -105,19 +113,29 @@ class Command(JobCommand):
         parser.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
                             help="auto: a bar when stderr is a terminal, plain lines otherwise")
         parser.add_argument("--nice", type=int, default=DEFAULT_NICE, metavar="N",
-                            help=f"lower this process's CPU priority by N (default {DEFAULT_NICE}) so web workers "
-                                 "on the same host keep theirs; 0 leaves it")
+                            help=f"lower the CPU priority of this process, and of its own database backend when the "
+                                 f"server runs on this host, by N (default {DEFAULT_NICE}) so web workers and the "
+                                 "backends serving them keep theirs; 0 leaves both")
 
-    def run(self, *args, file: str, batch_size: int, progress: str, nice: int, **options):
+    def execute(self, *args, **options):
+        # As early as a command can (Django's set-up is done by now, its system checks are not).
+        nice = options.get("nice", DEFAULT_NICE)
+        if isinstance(nice, int) and 0 < nice <= 19:
+            os.nice(nice)
+        return super().execute(*args, **options)
+
+    def run(self, *args, file: str, batch_size: int, progress: str, nice: int, verbosity: int = 1, **options):
         if not 1 <= batch_size <= imports.MAX_BATCH_SIZE:
             raise CommandError(f"--batch-size must be between 1 and {imports.MAX_BATCH_SIZE:,}")
         if not 0 <= nice <= 19:
             raise CommandError("--nice must be between 0 and 19")
-        if nice:
-            os.nice(nice)
-        renderer = Progress(sys.stderr, progress)
+        log = _log if verbosity >= 2 else None
+        if log and nice:
+            log(f"lowered the CPU priority of this process (pid {os.getpid()}) by {nice}, to nice {os.nice(0)}")
+        renderer = Progress(sys.stderr, progress, phases=log)
         try:
-            result = imports.product_import(path=file, batch_size=batch_size, progress=renderer)
+            result = imports.product_import(path=file, batch_size=batch_size, progress=renderer,
+                                            backend_nice=nice, log=log)
         except (imports.ImportRejected, imports.ImportRefused) as exc:
             raise CommandError(f"{file}: {exc}" if isinstance(exc, imports.ImportRejected) else str(exc)) from None
         except imports.ImportInterrupted as exc:
