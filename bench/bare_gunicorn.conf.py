@@ -8,6 +8,7 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "4"))
 worker_class = "gthread"
 keepalive = 5
+worker_connections = threads + max(threads // 2, 1)  # as config/gunicorn.conf.py
 control_socket_disable = True
 accesslog = None
 errorlog = "-"

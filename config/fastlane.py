@@ -137,6 +137,7 @@ ROUTES: tuple[Route, ...] = (
 )
 
 _JSON = ("Content-Type", "application/json")
+_ENCODER = DjangoJSONEncoder()  # what JsonResponse encodes with; stateless, shared by the threads
 
 
 class Lane:
@@ -187,7 +188,7 @@ class Lane:
             if answer is None:
                 return None
             status, body, extra = answer
-            content = json.dumps(body, cls=DjangoJSONEncoder).encode()  # as JsonResponse
+            content = _ENCODER.encode(body).encode()  # as JsonResponse
             headers = [_JSON, *extra.items(), *self._security_headers(secure), ("Content-Length", str(len(content)))]
             metrics.record_request(path, status, route.route, started)
         finally:

@@ -50,6 +50,12 @@ worker_class = "gthread"
 timeout = _ENV["WEB_TIMEOUT"]
 graceful_timeout = _ENV["WEB_GRACEFUL_TIMEOUT"]
 keepalive = 5
+# Connections a worker holds at once: its threads plus half as many idle keep-alive
+# ones. Without a cap, one worker can end up holding most of a client's (or a proxy's)
+# long-lived connections while the other idles, each worker being one core at most
+# (the GIL); past the cap a response closes its connection and the client reconnects
+# to a worker with room (bench/profile.md: the bimodal rounds this removed).
+worker_connections = threads + max(threads // 2, 1)
 control_socket_disable = True
 accesslog = None
 errorlog = "-"
