@@ -365,9 +365,40 @@ def seed_over_api(base: str, token: str) -> dict:
 
 # --------------------------------------------------------------------------- connection sampler
 
+def group_tcp_ports(pgid: int) -> list[int]:
+    """Local ports of the TCP sockets held by a process group: pg_stat_activity's client_port
+    of its database connections, so servers with the same application_name are told apart."""
+    inodes = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            if int(stat[stat.rindex(")") + 2:].split()[2]) != pgid:
+                continue
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                target = os.readlink(f"/proc/{entry}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    ports = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) > 9 and cols[9] in inodes:
+                ports.append(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
 class ConnectionSampler(threading.Thread):
-    """Counts server connections of the bench databases every 100 ms, by
-    application_name pattern, from its own connection to the `postgres` db."""
+    """Counts server connections of the bench databases every 100 ms: those of one
+    system's process group (by client port; several servers share application_names),
+    from its own connection to the `postgres` db."""
 
     def __init__(self, url: str, dbnames: list[str]):
         super().__init__(daemon=True, name="conn-sampler")
@@ -375,13 +406,14 @@ class ConnectionSampler(threading.Thread):
         self.dbnames = dbnames
         self.lock = threading.Lock()
         self.pattern: str | None = None
+        self.pgid: int | None = None
         self.peak_total = 0
         self.peak_by_db: dict[str, int] = {}
         self.stopping = threading.Event()
 
-    def begin(self, pattern: str) -> None:
+    def begin(self, pattern: str, pgid: int) -> None:
         with self.lock:
-            self.pattern, self.peak_total, self.peak_by_db = pattern, 0, {}
+            self.pattern, self.pgid, self.peak_total, self.peak_by_db = pattern, pgid, 0, {}
 
     def end(self) -> dict:
         with self.lock:
@@ -391,14 +423,14 @@ class ConnectionSampler(threading.Thread):
 
     def run(self) -> None:
         query = ("SELECT datname, count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-                 "AND datname = ANY(%s) AND application_name LIKE %s GROUP BY datname")
+                 "AND datname = ANY(%s) AND application_name LIKE %s AND client_port = ANY(%s) GROUP BY datname")
         while not self.stopping.wait(0.1):
             with self.lock:
-                pattern = self.pattern
+                pattern, pgid = self.pattern, self.pgid
             if pattern is None:
                 continue
             try:
-                rows = self.conn.execute(query, (self.dbnames, pattern)).fetchall()
+                rows = self.conn.execute(query, (self.dbnames, pattern, group_tcp_ports(pgid))).fetchall()
             except psycopg.Error:
                 continue
             with self.lock:
@@ -673,7 +705,8 @@ def main() -> int:
             for scenario, systems in scenarios.items():
                 shift = r % len(systems)
                 for system in systems[shift:] + systems[:shift]:
-                    sampler.begin(SYSTEM_LABELS[system])
+                    server_of = "seed_market" if (scenario, system) == ("transfer", "seed") else system
+                    sampler.begin(SYSTEM_LABELS[system], servers[server_of].popen.pid)
                     try:
                         result = measure(scenario, system, DURATION, f"r{r + 1}")
                     finally:
