@@ -7,7 +7,8 @@
   the master then must hold no pool;
 - `post_fork` (worker): pools inherited from the master are forgotten;
 - `post_worker_init` (worker): starts the thread that copies pool statistics
-  into the Prometheus metrics;
+  into the Prometheus metrics, and freezes the loaded application for the
+  garbage collector;
 - `worker_exit` (worker): every pool is closed after in-flight requests finish;
 - `child_exit` (master): a dead worker's live gauges are dropped from /metrics.
 
@@ -98,9 +99,16 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
+    import gc
+
     from config.metrics import start_refresher
 
     start_refresher()
+    # Django, the settings and the loaded modules live as long as the worker: move them out of the
+    # cyclic collector's reach, so a full collection scans only what requests allocate instead of
+    # pausing every thread for tens of milliseconds (a p99 spike).
+    gc.collect()
+    gc.freeze()
 
 
 def worker_exit(server, worker):
