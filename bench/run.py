@@ -55,6 +55,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts import procfs  # noqa: E402
 from scripts.devdb import read_env_file  # noqa: E402
 
 from bench import report  # noqa: E402
@@ -215,19 +216,8 @@ class Procs:
 
 def group_cpu_seconds(pgid: int) -> float:
     """User + system CPU of every live process in a process group (a server and its workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
-        if int(fields[2]) == pgid:  # pgrp
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
+    ticks = sum(int(f[12]) + int(f[13]) for f in procfs.group_stats(pgid))  # [0] is the pid
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -380,31 +370,7 @@ def seed_over_api(base: str, token: str) -> dict:
 def group_tcp_ports(pgid: int) -> list[int]:
     """Local ports of the TCP sockets held by a process group: pg_stat_activity's client_port
     of its database connections, so servers with the same application_name are told apart."""
-    inodes = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            if int(stat[stat.rindex(")") + 2:].split()[2]) != pgid:
-                continue
-            for fd in os.listdir(f"/proc/{entry}/fd"):
-                target = os.readlink(f"/proc/{entry}/fd/{fd}")
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        except OSError:
-            continue
-    ports = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            cols = line.split()
-            if len(cols) > 9 and cols[9] in inodes:
-                ports.append(int(cols[1].rsplit(":", 1)[1], 16))
-    return ports
+    return list(procfs.tcp_owners([int(f[0]) for f in procfs.group_stats(pgid)]))
 
 
 class ConnectionSampler(threading.Thread):

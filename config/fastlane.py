@@ -33,8 +33,8 @@ import io
 import json
 import logging
 import re
-from http import HTTPStatus
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Callable
 
 from django.conf import settings
@@ -42,8 +42,12 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
 from django.http.request import split_domain_port, validate_host
 
+from audit.context import acting_as
+from audit.services import api_token_authenticate
 from config import metrics, replicas
 from config.http import error_response, response_for_database_error
+from config.users import user_get_public
+from market import selectors, services
 
 log = logging.getLogger("django.request")  # where Django logs 4xx/5xx answers
 
@@ -74,8 +78,6 @@ class Request:
 
     def token_user(self):
         """The user of a valid `Authorization: Token <key>` header, else None (Django answers 401)."""
-        from audit.services import api_token_authenticate
-
         scheme, _, key = self.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
         key = key.strip()
         return api_token_authenticate(key=key) if scheme == "Token" and key else None
@@ -91,8 +93,6 @@ class Route:
 
 
 def _user_detail(request: Request) -> Answer:
-    from config.users import user_get_public
-
     user_id = int(request.match.group(1))
     row = user_get_public(user_id=user_id)
     if row is None:
@@ -107,9 +107,6 @@ def _transfer_create(request: Request) -> Answer | None:
     """market.views.transfer_create for a well-formed request; anything Django would refuse
     before the service runs (no token, no key, a body that is not exactly the three fields)
     falls through to it."""
-    from audit.context import acting_as
-    from market import selectors, services
-
     key = request.environ.get("HTTP_IDEMPOTENCY_KEY")
     body = request.body()
     if key is None or body is None:

@@ -9,13 +9,12 @@ process owns a database connection.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from urllib.parse import urlparse
 
 import psycopg
 import pytest
 
+from scripts import procfs
 from tests.pgcluster import PgCluster
 from tests.servers import Gunicorn, cluster_env, test_database_urls
 
@@ -113,38 +112,13 @@ def activity(url: str, label_like: str = "%") -> list[dict]:
 
 def children(pid: int) -> list[int]:
     out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for child in procfs.pids():
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(procfs.stat_fields(child)[1]) == pid:
+                out.append(child)
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
     return out
 
 
-def tcp_owners(pids: list[int]) -> dict[int, set[int]]:
-    """Local TCP port -> the processes holding that socket (read from /proc)."""
-    inode_port: dict[str, int] = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            inode_port[fields[9]] = int(fields[1].rsplit(":", 1)[1], 16)
-    owners: dict[int, set[int]] = {}
-    for pid in pids:
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if link.startswith("socket:[") and link[8:-1] in inode_port:
-                owners.setdefault(inode_port[link[8:-1]], set()).add(pid)
-    return owners
+tcp_owners = procfs.tcp_owners
