@@ -68,6 +68,14 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _signal(pid: int, sig: int) -> None:
+    """Send sig to pid unless it has already exited."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def _gone(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
@@ -132,18 +140,25 @@ class PgCluster:
         return [pid, *_children(pid)] if pid else []
 
     def hang(self) -> None:
-        """Freeze the server: the kernel still accepts TCP, nothing answers."""
-        for pid in self.pids():
-            os.kill(pid, signal.SIGSTOP)
+        """Freeze the server: the kernel still accepts TCP, nothing answers.
+
+        The postmaster stops first, so it forks no new backend; then every
+        child it has, listed again until no new one shows. A backend that
+        exits meanwhile (a client just disconnected) is simply gone."""
+        postmaster = self.postmaster_pid()
+        assert postmaster, f"cluster {self.name} is not running"
+        os.kill(postmaster, signal.SIGSTOP)
         self._hung = True
+        stopped = {postmaster}
+        while new := set(_children(postmaster)) - stopped:
+            for pid in new:
+                _signal(pid, signal.SIGSTOP)
+            stopped |= new
 
     def resume(self) -> None:
         if getattr(self, "_hung", False):
             for pid in self.pids():
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
+                _signal(pid, signal.SIGCONT)
             self._hung = False
 
     def crash(self) -> None:
@@ -151,10 +166,7 @@ class PgCluster:
         self.resume()
         pids = self.pids()
         for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _signal(pid, signal.SIGKILL)
         wait_for(lambda: all(_gone(p) for p in pids), what="crashed server to go away")
         # The dead postmaster may linger as a zombie (PID 1 here may not reap),
         # so its lock files would look held: remove them as an admin would.
