@@ -7,12 +7,21 @@
    pooler is read through its `<P>_DATABASE_DIRECT_URL` when set;
 3. the master holds no pool afterwards, so nothing can be inherited by a fork.
 
+The probes run in a short-lived child process (`probe_in_child`): the master
+itself never starts a thread nor opens a connection. A thread that has just
+finished a TLS connection is still releasing OpenSSL's locks after Python's
+`join()` returns; a worker forked at that moment inherits a held lock and every
+TLS connect in it waits forever (seen here: all aliases `PoolTimeout` until the
+worker was restarted).
+
 The whole check is bounded: an alias that does not answer within about twice
 its connect timeout is reported as failed, whatever libpq is doing.
 """
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import sys
 import threading
 import time
 
@@ -46,14 +55,45 @@ def probe_many(requests: list[tuple[str, bool]], sql: str | None = None) -> dict
     for t in threads:
         t.join(max(end - time.monotonic(), 0))
     done = dict(results)
-    for key in requests:
-        if key not in done:
-            alias, direct = key
-            sd = connections[alias].settings_dict
-            sd = sd["DIRECT"] if direct else sd
-            done[key] = ProbeResult(alias, f"{sd['HOST']}:{sd['PORT'] or 5432}", sd["NAME"], ok=False,
-                                    error=f"no answer within {limit:g}s")
-    return {key: done[key] for key in requests}
+    return {key: done[key] if key in done else _no_answer(key, f"no answer within {limit:g}s") for key in requests}
+
+
+def probe_in_child(requests: list[tuple[str, bool]], sql: str | None = None) -> dict[tuple[str, bool], ProbeResult]:
+    """`probe_many` in a forked child, its results sent back through a pipe: the calling process
+    (gunicorn's master, which forks the workers) starts no thread and loads no TLS state."""
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_probe_and_send, args=(send, requests, sql), name="boot-probes", daemon=True)
+    for stream in (sys.stdout, sys.stderr):  # or the child would write the master's buffered output again
+        stream.flush()
+    child.start()
+    send.close()
+    limit = _deadline([alias for alias, _ in requests]) + 5.0  # the child's own deadline, plus its start
+    try:
+        results = receive.recv() if receive.poll(limit) else None
+    except EOFError:  # the child died before answering
+        results = None
+    finally:
+        receive.close()
+        child.join(1.0 if results is not None else 0)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    if results is None:
+        results = {key: _no_answer(key, f"the probing process gave no answer within {limit:g}s") for key in requests}
+    return results
+
+
+def _probe_and_send(send, requests, sql) -> None:
+    send.send(probe_many(requests, sql=sql))
+    send.close()
+
+
+def _no_answer(key: tuple[str, bool], error: str) -> ProbeResult:
+    alias, direct = key
+    sd = connections[alias].settings_dict
+    sd = sd["DIRECT"] if direct else sd
+    return ProbeResult(alias, f"{sd['HOST']}:{sd['PORT'] or 5432}", sd["NAME"], ok=False, error=error)
 
 
 def probe_all(aliases: list[str], sql: str | None = None) -> dict[str, ProbeResult]:
@@ -75,7 +115,7 @@ def boot_checks(*, workers: int, threads: int | None, log=None) -> list[str]:
     targets = budget.targets_from_settings()
     kinds = {alias: info.kind for alias, info in settings.DATABASE_ALIASES.items()}
     behind = [key for key in budget.limit_probes(targets) if key[1]]
-    results = probe_many([(a, False) for a in kinds] + behind, sql=budget.LIMITS_SQL)
+    results = probe_in_child([(a, False) for a in kinds] + behind, sql=budget.LIMITS_SQL)
     problems = []
     for (alias, direct), r in results.items():
         if r.ok:

@@ -3,7 +3,8 @@
 - the environment is validated before anything else: a bad variable stops the
   master at once, naming it;
 - `on_starting` (master, before binding): `SELECT 1` on every alias and the
-  connection budget, both without opening a pool, so `--preload` stays safe;
+  connection budget, probed from a short-lived child process (config/boot.py),
+  so the master never connects nor starts a thread and `--preload` stays safe;
   the master then must hold no pool;
 - `post_fork` (worker): pools inherited from the master are forgotten;
 - `post_worker_init` (worker): starts the thread that copies pool statistics

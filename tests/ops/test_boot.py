@@ -1,10 +1,13 @@
 """gunicorn's boot checks in the master: unreachable aliases, the connection budget,
 and fork safety (`--preload` shares no pool between processes)."""
+import json
+import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.conftest import manage
 from tests.ops.conftest import DIRECT_PASSWORD, activity, children, pooled_env, tcp_owners, uses_test_databases
 from tests.pgcluster import free_port
 from tests.servers import Gunicorn, http
@@ -135,6 +138,7 @@ def test_preload_with_several_workers_shares_no_connection_between_processes(ops
     master = server.proc.pid
     workers = children(master)
     assert len(workers) == 3
+    assert len(os.listdir(f"/proc/{master}/task")) == 1, "the master runs a thread a fork could copy mid-lock"
     owners = tcp_owners([master, *workers])
     web = [row for url in ops_urls.values() for row in activity(url, "web:%")]
     assert web, "the workers opened no connection"
@@ -142,3 +146,25 @@ def test_preload_with_several_workers_shares_no_connection_between_processes(ops
         holders = owners.get(row["client_port"])
         assert holders and len(holders) == 1, f"{row['application_name']} socket held by {holders}"
         assert holders <= set(workers), f"{row['application_name']} held by the master"
+
+
+# Run by `manage.py shell -c`: boot_checks as gunicorn's master runs it, counting the threads it starts.
+_COUNT_THREADS_IN_BOOT = """
+import json, os, threading
+started = []
+start = threading.Thread.start
+threading.Thread.start = lambda self: (started.append(self.name), start(self))[1]
+from config.boot import boot_checks
+problems = boot_checks(workers=1, threads=2)
+print(json.dumps({"problems": problems, "started": started, "tasks": len(os.listdir("/proc/self/task"))}))
+"""
+
+
+def test_the_master_starts_no_thread_so_a_fork_cannot_inherit_a_held_lock(ops_env):
+    # A thread that finished a TLS connect is still releasing OpenSSL's locks after join() returns;
+    # a worker forked then inherited one held, and every TLS connect in it hung. The probes run in a
+    # child process, so the master has no other thread to fork beside.
+    result = manage("shell", "-c", _COUNT_THREADS_IN_BOOT, env=ops_env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report == {"problems": [], "started": [], "tasks": 1}

@@ -116,8 +116,17 @@ def test_gunicorn_serves_through_verified_tls(tls_cluster):
     with Gunicorn(_env(cluster, ca, blog_host="localhost"), workers=1, threads=2).running() as server:
         # Readiness is eventually true: the first probe may meet pools still making their
         # first TLS connections (a 1 s deadline per alias) on a loaded machine.
-        wait_for(lambda: http("GET", server.url("/readyz"))[0] == 200, timeout=30, interval=0.5,
-                 what="/readyz to answer 200 through verified TLS")
+        answers = []
+
+        def ready() -> bool:
+            answers.append(http("GET", server.url("/readyz"))[:2])
+            return answers[-1][0] == 200
+
+        try:
+            wait_for(ready, timeout=30, interval=0.5, what="/readyz to answer 200 through verified TLS")
+        except TimeoutError:
+            pytest.fail(f"/readyz never answered 200; first and last answers: {answers[:2]} ... {answers[-2:]}\n"
+                        f"gunicorn:\n{server.output()}")
         rows = cluster.execute("SELECT a.application_name, s.ssl FROM pg_stat_ssl s "
                                "JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'web:%'")
         assert {app for app, _ in rows} >= {"web:default", "web:blog", "web:market"}
