@@ -14,8 +14,11 @@ instance) and by `manage.py dbbudget` (a fleet). Per process and alias:
     server total = sum over its aliases of per_process x processes
     available    = max_connections - superuser_reserved_connections (- reserved_connections, PG 16+)
 
-Aliases on the same host:port share a server. Clients that are not this
-project's pools (psql, other apps, replication) are not counted: leave room.
+Aliases on the same server share its slots, however their URLs name it: the
+limits probe also reads who the server is (its postmaster's start time and
+port), so `localhost:5432` and `127.0.0.1:5432` count as one server when they
+are one. Clients that are not this project's pools (psql, other apps,
+replication) are not counted: leave room.
 
 Transaction pooler (`<P>_DATABASE_POOLER=transaction`), two hops:
 - app -> pooler: the rows above, on a `pgbouncer host:port` server, judged against
@@ -33,9 +36,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 
-# One round trip on a probe connection; `reserved_connections` exists from PG 16 on.
-LIMITS_SQL = ("SELECT name, setting::int FROM pg_settings WHERE name IN "
-              "('max_connections', 'superuser_reserved_connections', 'reserved_connections')")
+# One round trip on a probe connection; `reserved_connections` exists from PG 16 on. The last row
+# tells servers apart whatever name reaches them: one postmaster, one start time (to the
+# microsecond) and port; readable by any role.
+LIMITS_SQL = ("SELECT name, setting FROM pg_settings WHERE name IN "
+              "('max_connections', 'superuser_reserved_connections', 'reserved_connections') "
+              "UNION ALL SELECT 'identity', pg_postmaster_start_time()::text || ' port ' || current_setting('port')")
 
 CLIENT_ROLES = ("web", "replica", "jobs")  # rows of the app's own pools; "pooled" and "direct" are server-side
 
@@ -63,6 +69,7 @@ class Target:
 class Limits:
     max_connections: int
     reserved: int
+    identity: str = ""  # the same for every name of one server ("" when not read)
 
     @property
     def available(self) -> int:
@@ -71,8 +78,28 @@ class Limits:
     @classmethod
     def from_rows(cls, rows) -> "Limits":
         values = dict(rows)
-        reserved = values.get("superuser_reserved_connections", 0) + values.get("reserved_connections", 0)
-        return cls(values["max_connections"], reserved)
+        number = {k: int(v) for k, v in values.items() if k != "identity"}
+        reserved = number.get("superuser_reserved_connections", 0) + number.get("reserved_connections", 0)
+        return cls(number["max_connections"], reserved, values.get("identity") or "")
+
+
+def server_names(limits: dict[str, Limits], servers) -> dict[str, str]:
+    """Each of `servers` (PostgreSQL host:port, not poolers) -> the first of them (in `limits`' order)
+    that reaches the same server."""
+    first: dict[str, str] = {}
+    return {addr: first.setdefault(lim.identity, addr) if lim.identity else addr
+            for addr, lim in limits.items() if addr in servers}
+
+
+def same_server_targets(targets: list[Target], limits: dict[str, Limits]) -> list[Target]:
+    """`targets` with every PostgreSQL server named as `server_names` names it (poolers as written)."""
+    servers = {t.server for t in targets if t.pooler != "transaction"} | {t.direct_server for t in targets}
+    names = server_names(limits, servers)
+    out = []
+    for t in targets:
+        server = names.get(t.server, t.server) if t.pooler != "transaction" else t.server
+        out.append(replace(t, server=server, direct_server=names.get(t.direct_server, t.direct_server)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -178,6 +205,8 @@ def plan(targets: list[Target], *, instances: int, workers: int, threads: int | 
     """Rows per server for a fleet of `instances` x `workers` processes of `threads` threads,
     with `poolers` transaction poolers (PgBouncer instances) in front of each pooled server."""
     servers: dict[tuple[str, str], ServerBudget] = {}
+    written = targets
+    targets = same_server_targets(targets, limits)
 
     def server(kind: str, addr: str) -> ServerBudget:
         budget = servers.get((kind, addr))
@@ -218,6 +247,10 @@ def plan(targets: list[Target], *, instances: int, workers: int, threads: int | 
         else:
             pairs[key] = (back, len(back.rows))
             back.rows.append(Row(t.alias, "pooled", t.pooler_pool_size, poolers, via=t.server))
+    for before, after in zip(written, targets):
+        for was, now in ((before.server, after.server), (before.direct_server, after.direct_server)):
+            if was != now:
+                servers[("postgres", now)].note(f"also reached as {was} (the same server)")
     for back in behind.values():
         back.rows.append(Row("(job locks)", "direct", 1, instances))  # import_products' advisory lock
         back.rows.append(Row("(migrate_all)", "direct", 1, 1))

@@ -158,6 +158,24 @@ def test_without_a_direct_url_the_server_behind_the_pooler_is_not_judged_and_not
     assert "note: server behind the pooler not judged; set MARKET_DATABASE_DIRECT_URL" in table
 
 
+def test_two_names_of_one_server_share_its_slots():
+    same = Limits(20, 3, identity="2026-11-21 10:00:00.123456+00 port 5432")
+    targets = [target("default", max_size=4), target("market", server="localhost:5432", max_size=4),
+               target("blog", server="db2:5432", max_size=4)]
+    limits = {SERVER: same, "localhost:5432": same, "db2:5432": Limits(20, 3, identity="another")}
+    fleet = plan(targets, instances=1, workers=3, threads=4, limits=limits)
+
+    by = {b.server: b for b in fleet}
+    assert set(by) == {SERVER, "db2:5432"}
+    assert by[SERVER].aliases == ["default", "market"] and by[SERVER].total == 24 and by[SERVER].over
+    assert by[SERVER].notes == ["also reached as localhost:5432 (the same server)"]
+    assert by["db2:5432"].total == 12 and not by["db2:5432"].over
+    # Without identities (limits read elsewhere, or not at all) names are taken as written.
+    apart = plan(targets, instances=1, workers=3, threads=4,
+                 limits={k: Limits(20, 3) for k in limits})
+    assert sorted(b.server for b in apart) == ["db1:5432", "db2:5432", "localhost:5432"]
+
+
 # -- the command, against real servers ------------------------------------------------------------
 
 PREFIXES = ("SHARED", "BLOG", "MARKET")
@@ -190,6 +208,31 @@ def test_dbbudget_exits_0_when_the_fleet_fits(small_cluster):
     result = manage("dbbudget", "--workers", "1", "--threads", "1", env=small_env(small_cluster))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "15 / 17  ok" in result.stdout  # 3 aliases x max(min 1, min(4, 1)) + 3 jobs pools x (1 + 1) x 2
+
+
+@pytest.mark.cluster
+def test_dbbudget_counts_a_server_reached_by_two_names_once(small_cluster):
+    port = small_cluster.port
+    shape = ("--workers", "2", "--threads", "1", "--json")
+    one_name = manage("dbbudget", *shape, env=small_env(small_cluster))
+    # Per domain: 1 x 2 workers x min(4, 1 thread) + a jobs pool of 2 x (2 workers + 1 job) = 8; three: 24.
+    assert one_name.returncode == 1 and json.loads(one_name.stdout)["servers"][0]["total"] == 24
+
+    env = small_env(small_cluster, MARKET_DATABASE_URL=small_cluster.url("ops_market", host="localhost"))
+    two_names = manage("dbbudget", *shape, env=env)
+    # Counted per name, 16 of 17 and 8 of 17 would both pass: one server, 24 of 17.
+    assert two_names.returncode == 1, two_names.stdout + two_names.stderr
+    (server,) = json.loads(two_names.stdout)["servers"]
+    assert (server["server"], server["total"], server["available"]) == (f"127.0.0.1:{port}", 24, 17)
+    assert f"also reached as localhost:{port} (the same server)" in server["notes"]
+    assert f"127.0.0.1:{port} over by 7" in two_names.stderr
+
+    stat = manage("dbstat", "--json", env=env)
+    assert stat.returncode == 0, stat.stdout + stat.stderr
+    report = json.loads(stat.stdout)
+    assert [s["server"] for s in report["servers"]] == [f"127.0.0.1:{port}"]
+    assert {d["database"]: d["server"] for d in report["databases"]} == {
+        "ops_shared": f"127.0.0.1:{port}", "ops_blog": f"127.0.0.1:{port}", "ops_market": f"127.0.0.1:{port}"}
 
 
 @pytest.mark.cluster

@@ -38,17 +38,18 @@ class Command(BaseCommand):
                             help="exit 1 when a database has more than N connections")
 
     def handle(self, *args, json, limit, **options):
-        targets = budget.targets_from_settings()
-        # One probe per server for the activity, one for the limits; databases grouped by host:port/name.
+        # One probe per server for the limits (and who the server is), one for the activity;
+        # databases grouped by server and name, one server however many names reach it.
+        written, limits, errors = budget.read()
+        budgets = budget.plan(written, instances=1, workers=settings.ENV["WEB_CONCURRENCY"],
+                              threads=settings.ENV["WEB_THREADS"], limits=limits, errors=errors)
+        targets = budget.same_server_targets(written, limits)
         first_alias: dict[str, str] = {}
         databases: dict[tuple[str, str], list[str]] = {}
         for t in targets:
             first_alias.setdefault(t.server, t.alias)
             databases.setdefault((t.server, t.database), []).append(t.alias)
         activity = probe_all(list(first_alias.values()), sql=ACTIVITY_SQL)
-        _, limits, errors = budget.read(targets)
-        budgets = budget.plan(targets, instances=1, workers=settings.ENV["WEB_CONCURRENCY"],
-                              threads=settings.ENV["WEB_THREADS"], limits=limits, errors=errors)
         # The app's own pools per alias (a pooler's server-side rows are not the alias's connections).
         planned = {r.alias: r.total for b in budgets for r in b.rows if r.role in budget.CLIENT_ROLES}
         outbox = outbox_status()
