@@ -94,6 +94,9 @@ GLOBAL_VARS: list[Var] = [
     Var("WEB_THREADS", "int", 8, help="threads per worker; at most half may wait on any one database"),
     Var("WEB_TIMEOUT", "int", 30, help="seconds before gunicorn restarts a stuck worker"),
     Var("WEB_GRACEFUL_TIMEOUT", "int", 20, help="seconds in-flight requests get to finish after SIGTERM"),
+    Var("METRICS_TOKEN", "str", "",
+        help="when set, GET /metrics answers only requests with 'Authorization: Bearer <token>' (Prometheus "
+             "authorization.credentials); empty = open, restrict it at the proxy"),
     Var("API_FAST_LANE", "bool", True,
         help="serve GET /api/users/<id> and POST /api/market/transfers without Django's request path "
              "(config/fastlane.py); false = through Django"),

@@ -1,6 +1,7 @@
 """Process-level endpoints: liveness, readiness, metrics; and the shared users API."""
 from __future__ import annotations
 
+import hmac
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -84,5 +85,15 @@ def user_detail(request, user_id: int):
 def metrics(request):
     from config import metrics as m
 
+    token = settings.ENV["METRICS_TOKEN"]
+    if token and not _bearer_matches(request.headers.get("Authorization", ""), token):
+        return error_response(401, "not_authenticated", "GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'",
+                              headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     body, content_type = m.render()
     return HttpResponse(body, content_type=content_type)
+
+
+def _bearer_matches(header: str, token: str) -> bool:
+    scheme, _, given = header.partition(" ")
+    # compare_digest: the time taken does not tell how much of a guess was right.
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())

@@ -96,3 +96,23 @@ def test_metrics_merge_every_worker_and_forget_dead_ones(ops_env, serve, tmp_pat
     after = scrape_until(server, lambda s: value(s, "platform_db_pool_max_size", alias="default") == 6,
                          "gauges of the live workers only")
     assert value(after, "platform_http_requests_total", domain="users", status="404") == 7
+
+
+@uses_test_databases
+def test_with_a_metrics_token_only_a_scraper_that_sends_it_reads_metrics(ops_env, serve):
+    token = "scrape-Tok3n-never-shown"
+    server = serve({**ops_env, "METRICS_TOKEN": token}, workers=1, threads=2)
+
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Token {token}"},
+                    {"Authorization": f"Bearer {token[:-1]}"}):
+        status, body, hdrs = http("GET", server.url("/metrics"), headers=headers)
+        assert status == 401, headers
+        assert body["error"]["code"] == "not_authenticated"
+        assert hdrs["WWW-Authenticate"] == 'Bearer realm="metrics"'
+        assert token not in str(body)
+    status, text, hdrs = http("GET", server.url("/metrics"), headers={"Authorization": f"Bearer {token}"})
+    assert status == 200 and hdrs["Content-Type"].startswith("text/plain")
+    assert "platform_db_pool_size" in text
+    # The probes stay open: load balancers and orchestrators do not carry the token.
+    assert http("GET", server.url("/readyz"))[0] == 200 and http("GET", server.url("/healthz"))[0] == 200
+    assert token not in server.output()
