@@ -246,6 +246,22 @@ def run_copy(csv_path: Path, urls: dict[str, str]) -> dict:
     return timed(cmd, env, VAR / "copy.log", own_session=True)
 
 
+# The floor: the least any CPU use can cost the web here. One process that only spins, at the
+# lowest priority there is (SCHED_IDLE: a process that wakes takes the CPU from it at once),
+# in a session of its own: no memory traffic, no I/O, no lock, no database.
+BUSY_LOOP = ("import os, sys, time\n"
+             "os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
+             "end = time.monotonic() + float(sys.argv[1])\n"
+             "while time.monotonic() < end:\n"
+             "    pass\n")
+BUSY_S = 8  # about as long as an import of the full file runs under the web load
+
+
+def run_busy_loop(seconds: float) -> None:
+    subprocess.run([sys.executable, "-c", BUSY_LOOP, str(seconds)], check=True, start_new_session=True,
+                   stdin=subprocess.DEVNULL)
+
+
 def run_import(csv_path: Path, env: dict[str, str], tag: str, *,
                stamps: list[tuple[float, str]] | None = None) -> dict:
     log = VAR / f"import-{tag}.log"
@@ -395,6 +411,7 @@ def wait_http(port: int, path: str, deadline_s: float = 60) -> None:
 
 
 PHASES = ("start-up", "validation", "writing")
+WEB_PHASES = ("alone", "during_busy_loop", "during_copy", "during_import")
 
 
 def import_phases(stamps: list[tuple[float, str]], load_start: float) -> list[tuple[str, float, float]]:
@@ -470,7 +487,8 @@ def web_latency(urls: dict[str, str], env: dict[str, str], big: Path, procs: lis
     load = FixedRateLoad(port, paths, kinds_schedule(RPS, MARKET_RPS if "market" in paths else 0))
     load.measure(3)  # warm every worker and its pools
     web_rounds = []
-    samples: dict[str, dict[str, list[float]]] = {"alone": {}, "during_copy": {}, "during_import": {}}
+    samples: dict[str, dict[str, list[float]]] = {"alone": {}, "during_busy_loop": {}, "during_copy": {},
+                                                  "during_import": {}}
     phase_samples: dict[str, list[float]] = {name: [] for name in PHASES}
 
     def keep(phase: str) -> None:
@@ -485,6 +503,12 @@ def web_latency(urls: dict[str, str], env: dict[str, str], big: Path, procs: lis
         alone["pool"] = delta(pool_counters(port), counters)
         keep("alone")
         alone_timeline = load.timeline
+        # The same load beside a lowest-priority busy loop on one core: the machine's floor.
+        spinner = threading.Thread(target=lambda: run_busy_loop(BUSY_S))
+        spinner.start()
+        during_busy = load.measure(while_alive=spinner)
+        spinner.join()
+        keep("during_busy_loop")
         # The same load during a plain COPY of the file: what any bulk load costs the web here.
         copier = threading.Thread(target=lambda: run_copy(big, urls))
         copier.start()
@@ -515,12 +539,15 @@ def web_latency(urls: dict[str, str], env: dict[str, str], big: Path, procs: lis
         (VAR / f"web-timeline-{r}.json").write_text(json.dumps({"phases": phases, "timeline": load.timeline, "alone": alone_timeline, "copy": copy_timeline}))
         ratio = round(during["blog"]["p99_ms"] / alone["blog"]["p99_ms"], 2)
         copy_ratio = round(during_copy["blog"]["p99_ms"] / alone["blog"]["p99_ms"], 2)
-        web_rounds.append({"alone": alone, "during_copy": during_copy, "during_import": during,
-                           "p99_ratio": ratio, "copy_p99_ratio": copy_ratio})
+        busy_ratio = round(during_busy["blog"]["p99_ms"] / alone["blog"]["p99_ms"], 2)
+        web_rounds.append({"alone": alone, "during_busy_loop": during_busy, "during_copy": during_copy,
+                           "during_import": during, "p99_ratio": ratio, "copy_p99_ratio": copy_ratio,
+                           "busy_loop_p99_ratio": busy_ratio})
         phase_text = ", ".join(f"{name} {v['p99_ms']} ms ({v['requests']})"
                                for name, v in during["blog_by_phase"].items())
         say(f"web round {r + 1}: blog alone p50 {alone['blog']['p50_ms']} ms, p99 {alone['blog']['p99_ms']} ms "
-            f"({alone['blog']['requests']} requests); during \\copy p99 {during_copy['blog']['p99_ms']} ms "
+            f"({alone['blog']['requests']} requests); beside a busy loop p99 {during_busy['blog']['p99_ms']} ms "
+            f"(x{busy_ratio}); during \\copy p99 {during_copy['blog']['p99_ms']} ms "
             f"(x{copy_ratio}); during the import ({during['import_s']}s) p50 {during['blog']['p50_ms']} ms, "
             f"p99 {during['blog']['p99_ms']} ms (x{ratio}; {during['blog']['requests']} requests; by phase: "
             f"{phase_text}); non-2xx {sum(alone[k]['non_2xx'] + during[k]['non_2xx'] for k in paths)}; "
@@ -535,16 +562,14 @@ def web_latency(urls: dict[str, str], env: dict[str, str], big: Path, procs: lis
 
     out = {"rps": RPS, "market_rps": MARKET_RPS if "market" in paths else 0,
            "endpoint": "GET /api/blog/posts/<slug>", "secondary_endpoint": "GET /api/market/products/<sku>",
-           "rounds": web_rounds, "web_s": WEB_S,
+           "rounds": web_rounds, "web_s": WEB_S, "busy_loop_s": BUSY_S,
            "median_p99_alone_ms": statistics.median(w["alone"]["blog"]["p99_ms"] for w in web_rounds),
            "median_p99_during_ms": statistics.median(w["during_import"]["blog"]["p99_ms"] for w in web_rounds),
            "median_p99_ratio": statistics.median(w["p99_ratio"] for w in web_rounds),
            "median_p99_during_copy_ms": statistics.median(w["during_copy"]["blog"]["p99_ms"] for w in web_rounds),
            "median_copy_p99_ratio": statistics.median(w["copy_p99_ratio"] for w in web_rounds),
-           "non_2xx": sum(w[ph][k]["non_2xx"] for w in web_rounds for ph in ("alone", "during_copy", "during_import")
-                          for k in paths),
-           "requests": sum(w[ph][k]["requests"] for w in web_rounds for ph in ("alone", "during_copy", "during_import")
-                           for k in paths),
+           "non_2xx": sum(w[ph][k]["non_2xx"] for w in web_rounds for ph in WEB_PHASES for k in paths),
+           "requests": sum(w[ph][k]["requests"] for w in web_rounds for ph in WEB_PHASES for k in paths),
            "waited_for_connection_during_import": sum(v for w in web_rounds
                                                       for k, v in w["during_import"]["pool"].items()
                                                       if k.endswith(":queued")),
@@ -555,6 +580,7 @@ def web_latency(urls: dict[str, str], env: dict[str, str], big: Path, procs: lis
     blog = out["pooled"]["blog"]
     out["pooled_p99_ratio"] = round(blog["during_import"]["p99_ms"] / blog["alone"]["p99_ms"], 2)
     out["pooled_copy_p99_ratio"] = round(blog["during_copy"]["p99_ms"] / blog["alone"]["p99_ms"], 2)
+    out["pooled_busy_loop_p99_ratio"] = round(blog["during_busy_loop"]["p99_ms"] / blog["alone"]["p99_ms"], 2)
     out["pooled_by_phase"] = {name: {"requests": len(v), "p99_ms": pct(sorted(v), 99) if v else None,
                                      "p99_ratio": round(pct(sorted(v), 99) / blog["alone"]["p99_ms"], 2) if v else None}
                               for name, v in phase_samples.items()}
@@ -608,7 +634,8 @@ def main() -> int:
     if "web" in result:
         w = result["web"]
         say(f"blog p99 during the imports x{w['pooled_p99_ratio']} over every round's requests (target <= 1.5; "
-            f"median of the rounds x{w['median_p99_ratio']}), during \\copy x{w['pooled_copy_p99_ratio']}; by phase "
+            f"median of the rounds x{w['median_p99_ratio']}), during \\copy x{w['pooled_copy_p99_ratio']}, beside a "
+            f"lowest-priority busy loop x{w['pooled_busy_loop_p99_ratio']}; by phase "
             + ", ".join(f"{n} x{v['p99_ratio']}" for n, v in w["pooled_by_phase"].items()))
     say(f"results in {out.relative_to(ROOT)}")
     if FULL_RUN or (PARTS >= {"throughput", "web"}
@@ -645,12 +672,14 @@ def write_doc(r: dict, json_path: Path) -> None:
         f"Web: `{w['endpoint']}` at a fixed {w['rps']} requests/s"
         + (f" with `{w['secondary_endpoint']}` at {w['market_rps']}/s beside it" if w.get("market_rps") else "")
         + f" (gunicorn, production settings; latency from the scheduled send time); per round {w['web_s']} s "
-        "without a load, then during a plain `\\copy` of the file, then during a fresh import of it.",
+        f"without a load, then {w.get('busy_loop_s', BUSY_S)} s beside a process that only spins at the lowest "
+        "CPU priority (SCHED_IDLE), then during a plain `\\copy` of the file, then during a fresh import of it.",
         "",
-        "| round | blog p99 alone | during `\\copy` | during the import | ratio | import by phase: start-up, "
-        "validation, writing | market p99 alone / during the import |",
-        "|---|---|---|---|---|---|---|",
+        "| round | blog p99 alone | beside a busy loop | during `\\copy` | during the import | ratio | import by "
+        "phase: start-up, validation, writing | market p99 alone / during the import |",
+        "|---|---|---|---|---|---|---|---|",
         *(f"| {i + 1} | {x['alone']['blog']['p99_ms']} ms ({x['alone']['blog']['requests']}) | "
+          f"{x['during_busy_loop']['blog']['p99_ms']} ms (x{x['busy_loop_p99_ratio']}) | "
           f"{x['during_copy']['blog']['p99_ms']} ms (x{x['copy_p99_ratio']}) | "
           f"{x['during_import']['blog']['p99_ms']} ms ({x['during_import']['blog']['requests']}) | "
           f"x{x['p99_ratio']} | "
@@ -664,7 +693,9 @@ def write_doc(r: dict, json_path: Path) -> None:
         f"({w['pooled']['blog']['alone']['requests']} requests), {w['pooled']['blog']['during_import']['p99_ms']} ms "
         f"during the imports ({w['pooled']['blog']['during_import']['requests']}): x{w['pooled_p99_ratio']}** "
         f"(target <= 1.5; median of the rounds' ratios x{w['median_p99_ratio']}); during the plain `\\copy`s "
-        f"{w['pooled']['blog']['during_copy']['p99_ms']} ms (x{w['pooled_copy_p99_ratio']}).",
+        f"{w['pooled']['blog']['during_copy']['p99_ms']} ms (x{w['pooled_copy_p99_ratio']}); beside a "
+        f"lowest-priority busy loop (the floor: no memory, no I/O, no database) "
+        f"{w['pooled']['blog']['during_busy_loop']['p99_ms']} ms (x{w['pooled_busy_loop_p99_ratio']}).",
         "- By phase of the import (all rounds): "
         + ", ".join(f"{name} x{v['p99_ratio']} ({v['requests']} requests)"
                     for name, v in w["pooled_by_phase"].items()) + ".",
