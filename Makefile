@@ -30,16 +30,17 @@ run: seed
 serve:
 	$(WITHENV) $(VENV)/bin/gunicorn -c config/gunicorn.conf.py
 
-test: db
+# The same preparation as `make run` (the suite itself builds its own test databases).
+test: seed
 	$(WITHENV) $(PY) -m pytest
 
 bench: db
 	$(WITHENV) $(PY) bench/run.py
 
-# import_products against psql's \copy, and web latency while it runs (not part of `make test`).
 bench-faults: venv
 	$(WITHENV) $(PY) bench/faults/run.py
 
+# import_products against psql's \copy, and web latency while it runs (not part of `make test`).
 bench-import: db
 	$(WITHENV) $(PY) bench/import/run.py
 

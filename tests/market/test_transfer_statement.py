@@ -155,15 +155,22 @@ def _queued_behind_main_thread(fn):
     return result
 
 
+def _transfer_queued_behind_a_balance_change(balance: int, changed_to: int, *, amount: int):
+    """Accounts a (`balance`) and b (0); a transfer of `amount` from a to b that waits for the lock of
+    a transaction changing a's balance to `changed_to` (committed before it goes on)."""
+    user = make_user("payer")
+    a, b = Account.objects.create(balance_cents=balance), Account.objects.create(balance_cents=0)
+    connections.close_all()
+    with transaction.atomic(using="market"):
+        Account.objects.filter(pk=a.pk).update(balance_cents=changed_to)
+        result = _queued_behind_main_thread(lambda: _transfer(user, a, b, amount))
+    return a, b, result
+
+
 def test_money_that_arrived_while_waiting_for_the_lock_can_be_spent():
     # The statement's snapshot sees 10; the locked row holds 500. Relative arithmetic on the
     # snapshot's version would trip the balance CHECK before PostgreSQL rechecks the newest version.
-    user = make_user("payer")
-    a, b = Account.objects.create(balance_cents=10), Account.objects.create(balance_cents=0)
-    connections.close_all()
-    with transaction.atomic(using="market"):
-        Account.objects.filter(pk=a.pk).update(balance_cents=500)
-        result = _queued_behind_main_thread(lambda: _transfer(user, a, b, 200))
+    a, b, result = _transfer_queued_behind_a_balance_change(10, 500, amount=200)
     transfer, created = result()
     assert created and balances(a, b) == [300, 200]
     src_event = MarketOutbox.objects.using("market").get(model="market.account", action="update",
@@ -172,12 +179,7 @@ def test_money_that_arrived_while_waiting_for_the_lock_can_be_spent():
 
 
 def test_money_that_left_while_waiting_for_the_lock_is_refused():
-    user = make_user("payer")
-    a, b = Account.objects.create(balance_cents=1000), Account.objects.create(balance_cents=0)
-    connections.close_all()
-    with transaction.atomic(using="market"):
-        Account.objects.filter(pk=a.pk).update(balance_cents=100)
-        result = _queued_behind_main_thread(lambda: _transfer(user, a, b, 200))
+    a, b, result = _transfer_queued_behind_a_balance_change(1000, 100, amount=200)
     with pytest.raises(InsufficientFunds):
         result()
     assert balances(a, b) == [100, 0] and not Transfer.objects.exists()
