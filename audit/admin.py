@@ -3,6 +3,7 @@
 `AuditHistoryAdminMixin` gives any other ModelAdmin an "Audit history" link from
 an object to its events (`?model=<app>.<model>&object_pk=<pk>`).
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,18 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     search_fields = ("object_pk", "actor")
     date_hierarchy = "occurred_at"
     ordering = ("-occurred_at", "-id")
-    fields = ("id", "occurred_at", "recorded_at", "database", "action", "model", "object_pk", "actor", "actor_id",
-              "changes_pretty")
+    fields = (
+        "id",
+        "occurred_at",
+        "recorded_at",
+        "database",
+        "action",
+        "model",
+        "object_pk",
+        "actor",
+        "actor_id",
+        "changes_pretty",
+    )
     readonly_fields = fields
     show_full_result_count = False  # no count(*) over the whole trail on every page
     list_per_page = 100
@@ -56,7 +67,6 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="changes")
     def changes_pretty(self, obj: AuditEvent) -> str:
         return format_html("<pre>{}</pre>", json.dumps(obj.changes, indent=2, sort_keys=True, ensure_ascii=False))
-
 
 
 class AuditHistoryAdminMixin:

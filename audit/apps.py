@@ -27,7 +27,11 @@ def check_outboxes(app_configs=None, **kwargs):
         except LookupError:
             outbox = None
         if outbox is None or not issubclass(outbox, OutboxEntry):
-            errors.append(checks.Error(
-                f"{model._meta.label} is audited but app {model._meta.app_label!r} has no AuditOutbox(OutboxEntry)",
-                obj=model, id="audit.E001"))
+            errors.append(
+                checks.Error(
+                    f"{model._meta.label} is audited but app {model._meta.app_label!r} has no AuditOutbox(OutboxEntry)",
+                    obj=model,
+                    id="audit.E001",
+                )
+            )
     return errors

@@ -16,6 +16,7 @@ a service's save + set: one event), or make an `update` event of their own.
 Not captured: `QuerySet.update()`, `bulk_create()` and `bulk_update()`, which
 bypass `save()`; a bulk job records one event per run with `audit_bulk()`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,9 @@ import decimal
 import json
 import re
 import uuid
+from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Any, Iterator
+from typing import Any
 
 from django.apps import apps
 from django.conf import settings
@@ -77,8 +79,14 @@ class AuditedModel(models.Model):
                 old = {f.attname: snapshot[f.attname] for f in written}
             elif self.pk is not None and not kwargs.get("force_insert"):
                 # Locked: the diff describes exactly the row this save replaces.
-                old = (type(self)._base_manager.using(using).select_for_update()
-                       .filter(pk=self.pk).values(*[f.attname for f in written]).first())
+                old = (
+                    type(self)
+                    ._base_manager.using(using)
+                    .select_for_update()
+                    .filter(pk=self.pk)
+                    .values(*[f.attname for f in written])
+                    .first()
+                )
             super().save(**kwargs)
             new = dict(_new_values(self, written, using))
             if old is None:
@@ -87,8 +95,11 @@ class AuditedModel(models.Model):
                 return
             changed = [f for f in written if old[f.attname] != new[f]]
             if changed:  # a save that changed nothing is no event
-                changes = {f.attname: {"old": json_safe(old[f.attname]), "new": json_safe(new[f])}
-                           for f in changed if f in fields}
+                changes = {
+                    f.attname: {"old": json_safe(old[f.attname]), "new": json_safe(new[f])}
+                    for f in changed
+                    if f in fields
+                }
                 _write(self, action="update", changes=changes, using=using)
 
 
@@ -115,8 +126,14 @@ def _new_values(instance: models.Model, fields: list[models.Field], using: str):
     pending = [f for f in fields if hasattr(getattr(instance, f.attname), "resolve_expression")]
     stored = {}
     if pending:
-        stored = (type(instance)._base_manager.using(using).filter(pk=instance.pk)
-                  .values(*[f.attname for f in pending]).first() or {})
+        stored = (
+            type(instance)
+            ._base_manager.using(using)
+            .filter(pk=instance.pk)
+            .values(*[f.attname for f in pending])
+            .first()
+            or {}
+        )
     for f in fields:
         yield f, stored[f.attname] if f in pending else _python(f, getattr(instance, f.attname))
 
@@ -162,13 +179,19 @@ def outbox_model_for(app_label: str) -> type[models.Model]:
         ) from None
 
 
-def _record(*, app_label: str, using: str, action: str, model_label: str, object_pk: str, changes: dict,
-            actor=None):
+def _record(*, app_label: str, using: str, action: str, model_label: str, object_pk: str, changes: dict, actor=None):
     """Insert one outbox row on `using` (inside the caller's transaction) and relay it after commit."""
     who = current_actor() if actor is None else _resolve(actor)
     outbox = outbox_model_for(app_label)
-    row = outbox(occurred_at=timezone.now(), actor=who.label, actor_id=who.id, action=action, model=model_label,
-                 object_pk=object_pk, changes=changes)
+    row = outbox(
+        occurred_at=timezone.now(),
+        actor=who.label,
+        actor_id=who.id,
+        action=action,
+        model=model_label,
+        object_pk=object_pk,
+        changes=changes,
+    )
     row.save(using=using, force_insert=True)
     _after_commit_relay(using)
     return row
@@ -185,8 +208,10 @@ def audit_record_many(*, app_label: str, using: str, events: list[tuple[str, str
     for action, model_label, object_pk, changes in events:
         values.append("(%s, %s, %s, %s, %s, %s, %s, %s::jsonb)")
         params += [uuid.uuid4(), now, who.label, who.id, action, model_label, object_pk, json.dumps(changes)]
-    sql = (f'INSERT INTO "{outbox._meta.db_table}" (event_id, occurred_at, actor, actor_id, action, model, '
-           f'object_pk, changes) VALUES {", ".join(values)}')
+    sql = (
+        f'INSERT INTO "{outbox._meta.db_table}" (event_id, occurred_at, actor, actor_id, action, model, '
+        f"object_pk, changes) VALUES {', '.join(values)}"
+    )
     with connections[using].cursor() as cursor:
         cursor.execute(sql, params)
     _after_commit_relay(using)
@@ -225,8 +250,14 @@ def _resolve(actor):
 
 
 def _write(instance: models.Model, *, action: str, changes: dict, using: str) -> None:
-    row = _record(app_label=instance._meta.app_label, using=using, action=action,
-                  model_label=instance._meta.label_lower, object_pk=str(instance.pk), changes=changes)
+    row = _record(
+        app_label=instance._meta.app_label,
+        using=using,
+        action=action,
+        model_label=instance._meta.label_lower,
+        object_pk=str(instance.pk),
+        changes=changes,
+    )
     rows = _transaction_rows(using)
     if rows is not None:
         rows[(instance._meta.label_lower, str(instance.pk))] = row
@@ -300,8 +331,11 @@ def record_delete(sender, instance, using, origin=None, **kwargs) -> None:
         return
     fields = [f for f in sender._meta.concrete_fields if not f.primary_key and not _excluded(sender, f)]
     deferred = instance.get_deferred_fields()
-    changes = {f.attname: {"old": json_safe(_python(f, getattr(instance, f.attname))), "new": None}
-               for f in fields if f.attname not in deferred}
+    changes = {
+        f.attname: {"old": json_safe(_python(f, getattr(instance, f.attname))), "new": None}
+        for f in fields
+        if f.attname not in deferred
+    }
     _write(instance, action="delete", changes=changes, using=using)
 
 
@@ -309,8 +343,15 @@ def audit_bulk(*, model_label: str, using: str, counts: dict[str, int], actor=No
     """One `bulk` event for a whole job run; call it inside the transaction of the job's last batch."""
     app_label = model_label.split(".", 1)[0]
     with transaction.atomic(using=using, savepoint=False):
-        _record(app_label=app_label, using=using, action="bulk", model_label=model_label.lower(), object_pk="",
-                changes={"counts": json_safe(dict(counts))}, actor=actor)
+        _record(
+            app_label=app_label,
+            using=using,
+            action="bulk",
+            model_label=model_label.lower(),
+            object_pk="",
+            changes={"counts": json_safe(dict(counts))},
+            actor=actor,
+        )
 
 
 @contextlib.contextmanager
@@ -333,7 +374,12 @@ def connect_signals() -> None:
 
     for model in audited_models():
         for field in model._meta.many_to_many:
-            m2m_changed.connect(record_m2m, sender=field.remote_field.through, weak=False,
-                                dispatch_uid=f"audit-m2m-{field.remote_field.through._meta.label_lower}")
-        post_delete.connect(record_delete, sender=model, weak=False,
-                            dispatch_uid=f"audit-delete-{model._meta.label_lower}")
+            m2m_changed.connect(
+                record_m2m,
+                sender=field.remote_field.through,
+                weak=False,
+                dispatch_uid=f"audit-m2m-{field.remote_field.through._meta.label_lower}",
+            )
+        post_delete.connect(
+            record_delete, sender=model, weak=False, dispatch_uid=f"audit-delete-{model._meta.label_lower}"
+        )

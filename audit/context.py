@@ -7,15 +7,17 @@ user, and anything else (management commands, shells) is `cli:<os user>`.
 Resolving the actor never queries a database: the capture path must work with
 the shared database down.
 """
+
 from __future__ import annotations
 
 import contextlib
 import functools
 import getpass
 import os
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from django.conf import settings
 

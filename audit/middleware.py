@@ -4,6 +4,7 @@ Only requests under the admin's prefix are looked at, and the user is resolved
 only when an audited save actually happens (by then the admin has loaded it for
 its permission check), so API and anonymous requests cost nothing here.
 """
+
 from __future__ import annotations
 
 from functools import cache

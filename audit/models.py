@@ -1,4 +1,5 @@
 """Shared-database models: the audit trail and API tokens (both on `default`)."""
+
 from __future__ import annotations
 
 import uuid

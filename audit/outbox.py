@@ -4,6 +4,7 @@ Each domain app declares `class AuditOutbox(OutboxEntry)` in its models so the
 row lives in the same database, and is written in the same transaction, as the
 change it describes.
 """
+
 from __future__ import annotations
 
 import uuid

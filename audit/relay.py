@@ -12,6 +12,7 @@ Delivery is triggered after each commit that wrote an outbox row (`kick()`, a
 daemon thread per process, on the jobs pools), retried with a backoff while the
 shared database is down, and swept by `manage.py audit_relay [--follow]`.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -52,8 +53,9 @@ def outbox_models() -> dict[str, type[OutboxEntry]]:
         if issubclass(model, OutboxEntry):
             alias = home_alias(model._meta.app_label)
             if alias in out:
-                raise RuntimeError(f"database {alias!r} has two outbox models: {out[alias].__name__}, "
-                                   f"{model._meta.label}")
+                raise RuntimeError(
+                    f"database {alias!r} has two outbox models: {out[alias].__name__}, {model._meta.label}"
+                )
             out[alias] = model
     return dict(sorted(out.items()))
 
@@ -102,8 +104,10 @@ def relay_once(alias: str, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
     table = outbox._meta.db_table
     with transaction.atomic(using=db), connections[db].cursor() as cursor:
         cursor.execute(
-            f'SELECT id, event_id, occurred_at, actor, actor_id, action, model, object_pk, changes::text '
-            f'FROM "{table}" ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED', [batch_size])
+            f"SELECT id, event_id, occurred_at, actor, actor_id, action, model, object_pk, changes::text "
+            f'FROM "{table}" ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED',
+            [batch_size],
+        )
         rows = cursor.fetchall()
         if not rows:
             return 0
@@ -116,7 +120,9 @@ def relay_once(alias: str, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
                 params += [event_id, occurred_at, alias, actor, actor_id, action, model, object_pk, changes]
             out.execute(
                 f'INSERT INTO "{AuditEvent._meta.db_table}" (id, occurred_at, recorded_at, database, actor, actor_id, '
-                f'action, model, object_pk, changes) VALUES {values} ON CONFLICT (id) DO NOTHING', params)
+                f"action, model, object_pk, changes) VALUES {values} ON CONFLICT (id) DO NOTHING",
+                params,
+            )
         cursor.execute(f'DELETE FROM "{table}" WHERE id = ANY(%s)', [[r[0] for r in rows]])
     return len(rows)
 

@@ -1,8 +1,9 @@
 """Reads of the audit trail."""
+
 from __future__ import annotations
 
 import datetime
-from typing import Iterator
+from collections.abc import Iterator
 
 from audit.models import AuditEvent
 

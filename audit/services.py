@@ -1,4 +1,5 @@
 """API tokens: created with a key shown once, stored as a digest, checked per request."""
+
 from __future__ import annotations
 
 import hashlib
@@ -53,18 +54,22 @@ def audit_events_prune(*, older_than_days: int, batch_size: int = 5000, progress
     """Delete events that occurred more than `older_than_days` ago, `batch_size` per transaction."""
     from datetime import timedelta
 
+    from django.db import router, transaction
     from django.utils import timezone
 
     from audit.models import AuditEvent
-    from django.db import router, transaction
 
     db = router.db_for_write(AuditEvent)
     cutoff = timezone.now() - timedelta(days=older_than_days)
     deleted = 0
     while True:
         with transaction.atomic(using=db):
-            ids = list(AuditEvent.objects.using(db).filter(occurred_at__lt=cutoff).order_by("occurred_at")
-                       .values_list("id", flat=True)[:batch_size])
+            ids = list(
+                AuditEvent.objects.using(db)
+                .filter(occurred_at__lt=cutoff)
+                .order_by("occurred_at")
+                .values_list("id", flat=True)[:batch_size]
+            )
             if not ids:
                 return deleted
             n, _ = AuditEvent.objects.using(db).filter(id__in=ids).delete()

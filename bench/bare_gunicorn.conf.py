@@ -1,5 +1,6 @@
 """gunicorn settings for bench/bare_wsgi.py: the project's worker model and
 sizes (run.py passes WEB_CONCURRENCY / WEB_THREADS / PORT), nothing else."""
+
 import os
 
 wsgi_app = "bench.bare_wsgi:application"

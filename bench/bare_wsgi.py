@@ -8,6 +8,7 @@ view, so the gap to it is what Django and the middleware cost.
 Served by gunicorn with bench/bare_gunicorn.conf.py; the pool opens lazily in
 each worker after fork and closes in worker_exit.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ def pool() -> ConnectionPool:
             if _pool is None:
                 size = int(os.environ.get("BARE_POOL_MAX_SIZE", "4"))
                 _pool = ConnectionPool(
-                    os.environ["BARE_DATABASE_URL"], min_size=1, max_size=size, timeout=2.0,
-                    kwargs={"autocommit": True, "application_name": "bench:bare"}, open=True,
+                    os.environ["BARE_DATABASE_URL"],
+                    min_size=1,
+                    max_size=size,
+                    timeout=2.0,
+                    kwargs={"autocommit": True, "application_name": "bench:bare"},
+                    open=True,
                 )
     return _pool
 
@@ -55,6 +60,9 @@ def application(environ, start_response):
     with pool().connection() as conn:
         row = conn.execute(SQL, (user_id,)).fetchone()
     if row is None:
-        return _json(start_response, "404 Not Found",
-                     {"error": {"code": "user_not_found", "message": f"no user with id {user_id}"}})
+        return _json(
+            start_response,
+            "404 Not Found",
+            {"error": {"code": "user_not_found", "message": f"no user with id {user_id}"}},
+        )
     return _json(start_response, "200 OK", {"data": {"id": row[0], "username": row[1], "email": row[2]}})

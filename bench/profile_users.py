@@ -18,6 +18,7 @@ sockets), so the numbers are the framework's own per-request CPU:
 
 Writes var/bench/profile-users.json; bench/profile.md explains the numbers.
 """
+
 from __future__ import annotations
 
 import io
@@ -58,12 +59,24 @@ IDS = [int(x) for x in (VAR / "user_ids.txt").read_text().split()]
 
 def environ_for(path: str) -> dict:
     return {
-        "REQUEST_METHOD": "GET", "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "HTTP_HOST": "127.0.0.1:8000",
-        "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1", "HTTP_ACCEPT": "*/*",
-        "HTTP_USER_AGENT": "profile", "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr,
-        "wsgi.url_scheme": "http", "wsgi.version": (1, 0), "wsgi.multithread": True,
-        "wsgi.multiprocess": True, "wsgi.run_once": False,
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_ACCEPT": "*/*",
+        "HTTP_USER_AGENT": "profile",
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.errors": sys.stderr,
+        "wsgi.url_scheme": "http",
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
     }
 
 
@@ -112,6 +125,7 @@ def request_through(handler: WSGIHandler):
         response = handler(environ_for(f"/api/users/{random.choice(IDS)}"), start_response)
         b"".join(response)
         response.close()  # request_finished: the connection goes back to the pool
+
     return one
 
 
@@ -123,15 +137,23 @@ def transfer_through(handler: WSGIHandler, accounts_file: Path):
     def one():
         body = json.dumps({"from_account": accounts[0], "to_account": accounts[1], "amount_cents": 1}).encode()
         env = environ_for("/api/market/transfers")
-        env.update({"REQUEST_METHOD": "POST", "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
-                    "HTTP_AUTHORIZATION": f"Token {token}", "HTTP_IDEMPOTENCY_KEY": f"profile-{time.time_ns()}",
-                    "wsgi.input": io.BytesIO(body)})
+        env.update(
+            {
+                "REQUEST_METHOD": "POST",
+                "CONTENT_TYPE": "application/json",
+                "CONTENT_LENGTH": str(len(body)),
+                "HTTP_AUTHORIZATION": f"Token {token}",
+                "HTTP_IDEMPOTENCY_KEY": f"profile-{time.time_ns()}",
+                "wsgi.input": io.BytesIO(body),
+            }
+        )
         statuses = []
         response = handler(env, lambda status, headers, exc_info=None: statuses.append(status))
         b"".join(response)
         response.close()
         if not statuses[0].startswith("201"):
             raise RuntimeError(f"transfer answered {statuses[0]}")
+
     return one
 
 
@@ -148,8 +170,9 @@ def queries_of(one) -> dict:
     finally:
         for ctx in contexts.values():
             ctx.__exit__(None, None, None)
-    return {alias: [q["sql"][:160] for q in ctx.captured_queries] for alias, ctx in contexts.items()
-            if ctx.captured_queries}
+    return {
+        alias: [q["sql"][:160] for q in ctx.captured_queries] for alias, ctx in contexts.items() if ctx.captured_queries
+    }
 
 
 # Functions whose inclusive share of the profiled wall time bench/profile.md quotes.
@@ -192,8 +215,9 @@ def shares(root, selected: dict) -> dict[str, float]:
 def main() -> None:
     results: dict = {"n": N}
     full = list(settings.MIDDLEWARE)
-    results["full_stack_wall_us"] = round(per_request_us(request_through(handler_with(full)),
-                                                         clock=time.perf_counter), 1)
+    results["full_stack_wall_us"] = round(
+        per_request_us(request_through(handler_with(full)), clock=time.perf_counter), 1
+    )
     results["full_stack_us"] = round(per_request_us(request_through(handler_with(full))), 1)
     results["no_middleware_us"] = round(per_request_us(request_through(handler_with([]))), 1)
     # Growing prefixes of the stack (a middleware may need the ones before it):
@@ -220,8 +244,10 @@ def main() -> None:
 
     conn = connections["default"]
     conn.ensure_connection()  # held for the two query timings: no checkout in them
+
     def orm():
         return User.objects.filter(pk=user_id).values("id", "username", "email").first()
+
     results["orm_query_held_conn_us"] = round(per_request_us(orm), 1)
     results["orm_query_calls"] = calls_per_request(orm)
 
@@ -229,6 +255,7 @@ def main() -> None:
         with conn.cursor() as cur:
             cur.execute("SELECT id, username, email FROM auth_user WHERE id = %s", [user_id])
             cur.fetchone()
+
     results["raw_query_django_cursor_us"] = round(per_request_us(raw), 1)
     results["raw_query_calls"] = calls_per_request(raw)
     results["empty_check_us"] = round(per_request_us(lambda: check_with_deadline(conn.connection, 1.0)), 1)
@@ -238,6 +265,7 @@ def main() -> None:
     def checkout_django():
         conn.ensure_connection()
         conn.close()
+
     results["django_checkout_checkin_us"] = round(per_request_us(checkout_django), 1)
     results["django_checkout_checkin_calls"] = calls_per_request(checkout_django)
 
@@ -245,22 +273,26 @@ def main() -> None:
     params["autocommit"] = True
     plain = ConnectionPool(kwargs=params, min_size=1, max_size=1, open=True)
     try:
+
         def getput():
             c = plain.getconn()
             plain.putconn(c)
+
         results["psycopg_pool_getconn_putconn_no_check_us"] = round(per_request_us(getput), 1)
     finally:
         plain.close()
 
     def fresh():
         psycopg.connect(**params).close()
+
     results["fresh_connection_us"] = round(per_request_us(fresh, n=min(N, 300)), 1)
     results["fresh_connection_wall_us"] = round(per_request_us(fresh, n=min(N, 300), clock=time.perf_counter), 1)
     results["raw_query_wall_us"] = None  # filled below on a held connection
     conn.ensure_connection()
     results["raw_query_wall_us"] = round(per_request_us(raw, clock=time.perf_counter), 1)
     results["empty_check_wall_us"] = round(
-        per_request_us(lambda: check_with_deadline(conn.connection, 1.0), clock=time.perf_counter), 1)
+        per_request_us(lambda: check_with_deadline(conn.connection, 1.0), clock=time.perf_counter), 1
+    )
     conn.close()
     results["django_checkout_checkin_wall_us"] = round(per_request_us(checkout_django, clock=time.perf_counter), 1)
 
@@ -286,7 +318,8 @@ def main() -> None:
     profiler.stop()
     (VAR / "profile-users.txt").write_text(profiler.output_text(unicode=False, color=False))
     (VAR / "profile-users-flat.txt").write_text(
-        profiler.output_text(unicode=False, color=False, flat=True, time="percent_of_total"))
+        profiler.output_text(unicode=False, color=False, flat=True, time="percent_of_total")
+    )
     results["profile_share_of_wall_time_pct"] = shares(profiler.last_session.root_frame(), SELECTED)
     (VAR / "profile-users-all.txt").write_text(profiler.output_text(unicode=False, color=False, show_all=True))
     (VAR / "profile-users.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -2,6 +2,7 @@
 docs/benchmarks.md and its chart. Ratios are taken inside a round (both
 systems measured minutes apart on the same machine) and only then reduced to
 a median, so a noisy neighbour skews one round, not the verdict."""
+
 from __future__ import annotations
 
 import json
@@ -66,11 +67,14 @@ def summarize(results: dict) -> dict:
             runs = [r[system] for r in rounds.values() if system in r]
             rps = [r["rps"] for r in runs]
             entry = {
-                "rps_median": _median(rps), "rps_min": min(rps), "rps_max": max(rps),
+                "rps_median": _median(rps),
+                "rps_min": min(rps),
+                "rps_max": max(rps),
                 "p50_ms_median": _median([r["p50_ms"] for r in runs]),
                 "p99_ms_median": _median([r["p99_ms"] for r in runs]),
-                "cpu_us_median": _median([r["server_cpu_us_per_request"] for r in runs
-                                          if r.get("server_cpu_us_per_request") is not None]),
+                "cpu_us_median": _median(
+                    [r["server_cpu_us_per_request"] for r in runs if r.get("server_cpu_us_per_request") is not None]
+                ),
                 "requests": sum(r["requests"] for r in runs),
                 "non2xx": sum(r["non2xx"] for r in runs),
                 "socket_errors": sum(r["socket_errors"] for r in runs),
@@ -95,9 +99,17 @@ def targets(results: dict) -> list[dict]:
     for scenario, num, den, metric, op, limit, label in RATIO_TARGETS:
         ratios = round_ratios(results, scenario, num, den, metric)
         value = _median(ratios)
-        out.append({"name": label, "value": value, "op": op, "limit": limit, "ok": _check(value, op, limit),
-                    "per_round": [round(r, 3) for r in ratios],
-                    "why_missing": results["skipped"].get(scenario) if value is None else None})
+        out.append(
+            {
+                "name": label,
+                "value": value,
+                "op": op,
+                "limit": limit,
+                "ok": _check(value, op, limit),
+                "per_round": [round(r, 3) for r in ratios],
+                "why_missing": results["skipped"].get(scenario) if value is None else None,
+            }
+        )
 
     mixed = _runs(results, "mixed")
     budget = results["budget"]
@@ -110,17 +122,42 @@ def targets(results: dict) -> list[dict]:
             for db, n in peak["by_database"].items():
                 peaks[db] = max(peaks.get(db, 0), n)
         ok = total <= budget["total"] and all(n <= budget["by_database"].get(db, 0) for db, n in peaks.items())
-        out.append({"name": "mixed load: peak server connections <= budget", "value": total, "op": "<=",
-                    "limit": budget["total"], "ok": ok, "by_database": peaks,
-                    "budget_by_database": budget["by_database"], "budget_source": budget["source"]})
+        out.append(
+            {
+                "name": "mixed load: peak server connections <= budget",
+                "value": total,
+                "op": "<=",
+                "limit": budget["total"],
+                "ok": ok,
+                "by_database": peaks,
+                "budget_by_database": budget["by_database"],
+                "budget_source": budget["source"],
+            }
+        )
     else:
-        out.append({"name": "mixed load: peak server connections <= budget", "value": None, "op": "<=",
-                    "limit": budget["total"], "ok": None, "why_missing": results["skipped"].get("mixed")})
+        out.append(
+            {
+                "name": "mixed load: peak server connections <= budget",
+                "value": None,
+                "op": "<=",
+                "limit": budget["total"],
+                "ok": None,
+                "why_missing": results["skipped"].get("mixed"),
+            }
+        )
 
     all_runs = [run for rnd in results["rounds"] for run in rnd["runs"]]
     bad = sum(r["non2xx"] for r in all_runs)
-    out.append({"name": "non-2xx answers, all runs", "value": bad, "op": "<=", "limit": 0, "ok": bad == 0,
-                "socket_errors": sum(r["socket_errors"] for r in all_runs)})
+    out.append(
+        {
+            "name": "non-2xx answers, all runs",
+            "value": bad,
+            "op": "<=",
+            "limit": 0,
+            "ok": bad == 0,
+            "socket_errors": sum(r["socket_errors"] for r in all_runs),
+        }
+    )
     return out
 
 
@@ -165,8 +202,9 @@ def chart(results: dict, path: Path) -> None:
         return
     fig, axes = plt.subplots(len(scenarios), 2, figsize=(10, 4.2 * len(scenarios)), squeeze=False)
     colors = {"seed": "#888888", "project": "#2a7ab9", "project_nopool": "#d9822b", "bare": "#3a9e5a"}
-    panels = [(ax, scenario, metric) for row, scenario in zip(axes, scenarios)
-              for ax, metric in zip(row, ("rps", "p99_ms"))]
+    panels = [
+        (ax, scenario, metric) for row, scenario in zip(axes, scenarios) for ax, metric in zip(row, ("rps", "p99_ms"))
+    ]
     for ax, scenario, metric in panels:
         systems = summary[scenario]["systems"]
         names = list(systems)
@@ -185,8 +223,11 @@ def chart(results: dict, path: Path) -> None:
         for i, v in enumerate(values):
             ax.annotate(_fmt(v, 0 if metric == "rps" else 1), (i, v), ha="center", va="bottom", fontsize=8)
     s = results["settings"]
-    fig.suptitle(f"make bench, {results['date'][:10]}: {s['rounds']} rounds x {s['duration_s']} s, "
-                 f"wrk {s['wrk_threads']} thread / {s['wrk_connections']} connections", fontsize=10)
+    fig.suptitle(
+        f"make bench, {results['date'][:10]}: {s['rounds']} rounds x {s['duration_s']} s, "
+        f"wrk {s['wrk_threads']} thread / {s['wrk_connections']} connections",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -196,8 +237,11 @@ def markdown(results: dict, chart_name: str | None) -> str:
     s, m = results["settings"], results["machine"]
     out = ["# Benchmarks", ""]
     if not results["full_run"]:
-        out += ["> **Smoke run** (shorter or fewer rounds than the default): the numbers below only show that",
-                "> the harness works. Run `make bench` on a quiet machine for figures worth quoting.", ""]
+        out += [
+            "> **Smoke run** (shorter or fewer rounds than the default): the numbers below only show that",
+            "> the harness works. Run `make bench` on a quiet machine for figures worth quoting.",
+            "",
+        ]
     out += [
         "The project side by side with the system it started from (express-seed, `BENCH_SEED_DIR`, default",
         "`/work/shared/anchors/express-seed`),",
@@ -231,7 +275,8 @@ def markdown(results: dict, chart_name: str | None) -> str:
         "  seed cannot deadlock) with a unique `Idempotency-Key` per request and a token of a staff user.",
         f"- Python servers: gunicorn gthread, {s['web_concurrency']} workers x {s['web_threads']} threads",
         "  (`WEB_CONCURRENCY`/`WEB_THREADS`), pools of at most "
-        + ", ".join(f"{p} {n}" for p, n in s["pool_max_size"].items()) + " connections per process",
+        + ", ".join(f"{p} {n}" for p, n in s["pool_max_size"].items())
+        + " connections per process",
         "  (`<P>_DATABASE_POOL_MAX_SIZE`);",
         "  `DJANGO_DEBUG=false`. The seed: one node process per database (users on the shared one, accounts",
         "  on the market one), node-postgres `Pool` max 10.",
@@ -263,21 +308,32 @@ def markdown(results: dict, chart_name: str | None) -> str:
         out.append(f"| {t['name']} | {_fmt(t['value'])} | {t['op']} {t['limit']} | {per_round} | {verdict} |")
     out.append("")
     for scenario, block in results["summary"].items():
-        out += [f"### {SCENARIO_TITLES[scenario]}", "",
-                f"Baseline of the ratios: `{block['baseline']}`.", "",
-                "| system | rps (median) | rps min-max | p50 ms | p99 ms | rps ratio | p99 ratio | server CPU µs/req "
-                "| non-2xx | socket errors | peak conns |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            f"### {SCENARIO_TITLES[scenario]}",
+            "",
+            f"Baseline of the ratios: `{block['baseline']}`.",
+            "",
+            "| system | rps (median) | rps min-max | p50 ms | p99 ms | rps ratio | p99 ratio | server CPU µs/req "
+            "| non-2xx | socket errors | peak conns |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, e in block["systems"].items():
-            out.append(f"| `{name}` | {_fmt(e['rps_median'], 0)} | {_fmt(e['rps_min'], 0)}-{_fmt(e['rps_max'], 0)} | "
-                       f"{_fmt(e['p50_ms_median'])} | {_fmt(e['p99_ms_median'])} | {_fmt(e.get('rps_ratio'))} | "
-                       f"{_fmt(e.get('p99_ratio'))} | {_fmt(e.get('cpu_us_median'), 0)} | {e['non2xx']} | "
-                       f"{e['socket_errors']} | {e['peak_connections']} |")
+            out.append(
+                f"| `{name}` | {_fmt(e['rps_median'], 0)} | {_fmt(e['rps_min'], 0)}-{_fmt(e['rps_max'], 0)} | "
+                f"{_fmt(e['p50_ms_median'])} | {_fmt(e['p99_ms_median'])} | {_fmt(e.get('rps_ratio'))} | "
+                f"{_fmt(e.get('p99_ratio'))} | {_fmt(e.get('cpu_us_median'), 0)} | {e['non2xx']} | "
+                f"{e['socket_errors']} | {e['peak_connections']} |"
+            )
         out.append("")
     b = results["budget"]
-    out += ["### Connection budget", "",
-            f"Source: {b['source']}.", "",
-            "| database | budget | peak during the mixed load |", "|---|---|---|"]
+    out += [
+        "### Connection budget",
+        "",
+        f"Source: {b['source']}.",
+        "",
+        "| database | budget | peak during the mixed load |",
+        "|---|---|---|",
+    ]
     peaks = next((t.get("by_database", {}) for t in results["targets"] if t["name"].startswith("mixed")), {})
     for db, n in b["by_database"].items():
         out.append(f"| `{db}` | {n} | {peaks.get(db, 'n/a')} |")
@@ -286,27 +342,30 @@ def markdown(results: dict, chart_name: str | None) -> str:
         out += ["### Not measured in this run", ""]
         out += [f"- `{k}`: {v}" for k, v in results["skipped"].items()]
         out.append("")
-    out += ["## Machine", "",
-            f"- {m.get('cpu', '?')}, {m.get('cpus')} CPUs, {m.get('memory_gb', '?')} GB, Linux {m.get('kernel')}",
-            f"- load average at start {m.get('loadavg_start')}, at end {m.get('loadavg_end')} (other work on the",
-            "  machine shows up here; only the ratios are meant to travel)",
-            f"- PostgreSQL {m.get('postgresql')} (max_connections {m.get('max_connections')}), Python {m.get('python')},"
-            f" Django {m.get('django')}, psycopg {m.get('psycopg')}, psycopg_pool {m.get('psycopg_pool')},"
-            f" gunicorn {m.get('gunicorn')}, node {m.get('node')}, {m.get('wrk')}",
-            f"- git commit {m.get('git_commit', '?')}",
-            "",
-            "## Reading the numbers",
-            "",
-            "- Client, servers and PostgreSQL share the same cores, so absolute figures move with anything else",
-            "  running; the ratios inside a round are what the targets use.",
-            "- gthread workers with keep-alive clients could let one worker take most of wrk's connections,",
-            "  halving throughput for that run (FACTS.md); `worker_connections` = threads x 1.5 in both",
-            "  gunicorn configurations bounds that (bench/profile.md).",
-            "- `project` answers `GET /api/users/<id>` and transfers through the fast lane (config/fastlane.py);",
-            "  `project_django` is the same server with `API_FAST_LANE=false`, so the gap between the two is",
-            "  what Django's request path costs on these endpoints.",
-            "- Where the time of a Django request goes, and what could be cut: `bench/profile.md`.",
-            ""]
+    out += [
+        "## Machine",
+        "",
+        f"- {m.get('cpu', '?')}, {m.get('cpus')} CPUs, {m.get('memory_gb', '?')} GB, Linux {m.get('kernel')}",
+        f"- load average at start {m.get('loadavg_start')}, at end {m.get('loadavg_end')} (other work on the",
+        "  machine shows up here; only the ratios are meant to travel)",
+        f"- PostgreSQL {m.get('postgresql')} (max_connections {m.get('max_connections')}), Python {m.get('python')},"
+        f" Django {m.get('django')}, psycopg {m.get('psycopg')}, psycopg_pool {m.get('psycopg_pool')},"
+        f" gunicorn {m.get('gunicorn')}, node {m.get('node')}, {m.get('wrk')}",
+        f"- git commit {m.get('git_commit', '?')}",
+        "",
+        "## Reading the numbers",
+        "",
+        "- Client, servers and PostgreSQL share the same cores, so absolute figures move with anything else",
+        "  running; the ratios inside a round are what the targets use.",
+        "- gthread workers with keep-alive clients could let one worker take most of wrk's connections,",
+        "  halving throughput for that run (FACTS.md); `worker_connections` = threads x 1.5 in both",
+        "  gunicorn configurations bounds that (bench/profile.md).",
+        "- `project` answers `GET /api/users/<id>` and transfers through the fast lane (config/fastlane.py);",
+        "  `project_django` is the same server with `API_FAST_LANE=false`, so the gap between the two is",
+        "  what Django's request path costs on these endpoints.",
+        "- Where the time of a Django request goes, and what could be cut: `bench/profile.md`.",
+        "",
+    ]
     return "\n".join(out)
 
 

@@ -28,6 +28,7 @@ BENCH_CONNECTIONS (16), BENCH_WRK_THREADS (1), BENCH_WARMUP (s, 3), BENCH_USERS
 BENCH_WRITE_DOCS (default: only full runs rewrite docs/benchmarks.md),
 BENCH_SCENARIOS (comma-separated subset of get_user,transfer,mixed; default all).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -55,10 +56,9 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import report  # noqa: E402
 from scripts import procfs  # noqa: E402
 from scripts.devdb import read_env_file  # noqa: E402
-
-from bench import report  # noqa: E402
 
 VAR = ROOT / "var" / "bench"
 LOGS = VAR / "logs"
@@ -74,7 +74,10 @@ SCENARIOS = {
     "mixed": ["project"],
 }
 SYSTEM_LABELS = {  # application_name patterns: whose connections the sampler counts
-    "seed": "bench:seed", "bare": "bench:bare", "project": "web:%", "project_django": "web:%",
+    "seed": "bench:seed",
+    "bare": "bench:bare",
+    "project": "web:%",
+    "project_django": "web:%",
     "project_nopool": "web:%",
 }
 
@@ -109,6 +112,7 @@ def say(msg: str) -> None:
 
 # --------------------------------------------------------------------------- environment
 
+
 def configured(name: str, default: str | None = None) -> str | None:
     """A variable as the project sees it: the environment first, then .env."""
     return os.environ.get(name) or read_env_file(ROOT / ".env").get(name) or default
@@ -135,8 +139,11 @@ def labelled(url: str, name: str) -> str:
 
 
 def project_env(urls: dict[str, str], **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_POOL_DISABLED", "APP_ROLE", "PROMETHEUS_MULTIPROC_DIR", "PLATFORM_METRICS_DIR_OWNED")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_POOL_DISABLED", "APP_ROLE", "PROMETHEUS_MULTIPROC_DIR", "PLATFORM_METRICS_DIR_OWNED")
+    }
     env.update({f"{p}_DATABASE_URL": u for p, u in urls.items()})
     env.update(DJANGO_DEBUG="false", DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost", PYTHONUNBUFFERED="1")
     env.update(extra)
@@ -146,16 +153,24 @@ def project_env(urls: dict[str, str], **extra: str) -> dict[str, str]:
 def topology_values(env: dict[str, str]) -> dict:
     """The project's own parsed configuration for `env` (workers, threads, pool sizes)."""
     out = subprocess.run(
-        [str(VENV_BIN / "python"), "-c",
-         "import json; from config.env import read_dotenv; from config import databases as t;"
-         "read_dotenv(); print(json.dumps(t.read_all(), default=str))"],
-        cwd=ROOT, env=env, capture_output=True, text=True)
+        [
+            str(VENV_BIN / "python"),
+            "-c",
+            "import json; from config.env import read_dotenv; from config import databases as t;"
+            "read_dotenv(); print(json.dumps(t.read_all(), default=str))",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0:
         sys.exit(f"[bench] the project's configuration is refused: {out.stderr.strip()}")
     return json.loads(out.stdout)
 
 
 # --------------------------------------------------------------------------- processes
+
 
 @dataclass
 class Proc:
@@ -182,8 +197,15 @@ class Procs:
         log = LOGS / f"{name}.log"
         with log.open("w") as fh:
             # Own session: a Ctrl-C in the terminal reaches only run.py, which stops these in order.
-            popen = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+            popen = subprocess.Popen(
+                cmd,
+                cwd=cwd,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         proc = Proc(name, popen, log)
         self.started.append(proc)
         return proc
@@ -226,8 +248,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body: dict | None = None, token: str | None = None,
-         headers: dict | None = None, timeout: float = 10.0) -> tuple[int, dict | None]:
+def http(
+    method: str,
+    url: str,
+    body: dict | None = None,
+    token: str | None = None,
+    headers: dict | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict | None]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
@@ -263,6 +291,7 @@ def wait_ready(proc: Proc, url: str, deadline_s: float = 60.0) -> None:
 
 
 # --------------------------------------------------------------------------- databases and data
+
 
 def server_conn(url: str, dbname: str = "postgres") -> psycopg.Connection:
     return psycopg.connect(with_db(url, dbname), autocommit=True, connect_timeout=5)
@@ -319,7 +348,9 @@ def prepare_seed_copy() -> None:
     stamp = SEED_COPY / "node_modules" / ".bench-installed"
     if changed or not stamp.exists():
         say("npm ci in var/bench/express-seed")
-        run_checked(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], dict(os.environ), "npm ci", cwd=SEED_COPY)
+        run_checked(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], dict(os.environ), "npm ci", cwd=SEED_COPY
+        )
         stamp.touch()
 
 
@@ -348,24 +379,32 @@ def seed_over_api(base: str, token: str) -> dict:
             raise RuntimeError(f"creating {what}: {len(bad)} failed, first {bad[0]}")
         return [first["data"]] + [r[1]["data"] for r in rest]
 
-    accounts = create("market_accounts", "/api/market/accounts",
-                      lambda i: {"balance_cents": OPENING_BALANCE_CENTS}, ACCOUNTS)
+    accounts = create(
+        "market_accounts", "/api/market/accounts", lambda i: {"balance_cents": OPENING_BALANCE_CENTS}, ACCOUNTS
+    )
     if accounts is not None:
         made["accounts"] = sorted(a["id"] for a in accounts)
-    products = create("market_products", "/api/market/products",
-                      lambda i: {"sku": f"BENCH-{i:05d}", "name": f"Bench product {i}", "price_cents": 100 + i,
-                                 "stock": 1_000_000}, PRODUCTS)
+    products = create(
+        "market_products",
+        "/api/market/products",
+        lambda i: {"sku": f"BENCH-{i:05d}", "name": f"Bench product {i}", "price_cents": 100 + i, "stock": 1_000_000},
+        PRODUCTS,
+    )
     if products is not None:
         made["skus"] = [f"BENCH-{i:05d}" for i in range(PRODUCTS)]
-    posts = create("blog_posts", "/api/blog/posts",
-                   lambda i: {"title": f"Bench post {i}", "status": "published",
-                              "body": "Lorem ipsum dolor sit amet. " * 20}, POSTS)
+    posts = create(
+        "blog_posts",
+        "/api/blog/posts",
+        lambda i: {"title": f"Bench post {i}", "status": "published", "body": "Lorem ipsum dolor sit amet. " * 20},
+        POSTS,
+    )
     if posts is not None:
         made["posts"] = POSTS
     return made
 
 
 # --------------------------------------------------------------------------- connection sampler
+
 
 def group_tcp_ports(pgid: int) -> list[int]:
     """Local ports of the TCP sockets held by a process group: pg_stat_activity's client_port
@@ -400,8 +439,10 @@ class ConnectionSampler(threading.Thread):
         return result
 
     def run(self) -> None:
-        query = ("SELECT datname, count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-                 "AND datname = ANY(%s) AND application_name LIKE %s AND client_port = ANY(%s) GROUP BY datname")
+        query = (
+            "SELECT datname, count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+            "AND datname = ANY(%s) AND application_name LIKE %s AND client_port = ANY(%s) GROUP BY datname"
+        )
         while not self.stopping.wait(0.1):
             with self.lock:
                 pattern, pgid = self.pattern, self.pgid
@@ -431,10 +472,26 @@ _running_wrk: list[subprocess.Popen] = []
 
 
 def wrk(url: str, mode: str, args: list[str], duration: int) -> dict:
-    cmd = ["wrk", "-t", str(WRK_THREADS), "-c", str(CONNECTIONS), "-d", f"{duration}s", "--timeout", "5s",
-           "-s", str(ROOT / "bench" / "load.lua"), url, "--", mode, *args]
-    popen = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
+    cmd = [
+        "wrk",
+        "-t",
+        str(WRK_THREADS),
+        "-c",
+        str(CONNECTIONS),
+        "-d",
+        f"{duration}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(ROOT / "bench" / "load.lua"),
+        url,
+        "--",
+        mode,
+        *args,
+    ]
+    popen = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     _running_wrk.append(popen)
     try:
         out, _ = popen.communicate(timeout=duration + 60)
@@ -467,16 +524,30 @@ def wrk(url: str, mode: str, args: list[str], duration: int) -> dict:
 
 # --------------------------------------------------------------------------- budget
 
+
 def connection_budget(env: dict[str, str], values: dict) -> dict:
     """What the web fleet of this run may hold per database: `manage.py dbbudget
     --json` when the project has it, else workers x pool max per alias (marked)."""
     workers, threads = int(values["WEB_CONCURRENCY"]), int(values["WEB_THREADS"])
-    cmd = [str(VENV_BIN / "python"), "manage.py", "dbbudget", "--json", "--instances", "1",
-           "--workers", str(workers), "--threads", str(threads)]
+    cmd = [
+        str(VENV_BIN / "python"),
+        "manage.py",
+        "dbbudget",
+        "--json",
+        "--instances",
+        "1",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+    ]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     computed = {name: workers * int(values[f"{prefix}_DATABASE_POOL_MAX_SIZE"]) for prefix, name in PREFIXES.items()}
-    budget = {"source": "computed by bench/run.py: workers x <P>_DATABASE_POOL_MAX_SIZE (dbbudget not available)",
-              "by_database": computed, "dbbudget": None}
+    budget = {
+        "source": "computed by bench/run.py: workers x <P>_DATABASE_POOL_MAX_SIZE (dbbudget not available)",
+        "by_database": computed,
+        "dbbudget": None,
+    }
     try:
         data = json.loads(out.stdout)
     except ValueError:
@@ -488,8 +559,11 @@ def connection_budget(env: dict[str, str], values: dict) -> dict:
         alias_db = {d.alias: PREFIXES[d.prefix] for d in TOPOLOGY if d.prefix in PREFIXES}
         per_db = report.budget_from_dbbudget(data, alias_db)
         if per_db:
-            budget.update(source="manage.py dbbudget --json (rows with role web; the server total with the "
-                                 "jobs pools is in dbbudget.servers[].total)", by_database=per_db)
+            budget.update(
+                source="manage.py dbbudget --json (rows with role web; the server total with the "
+                "jobs pools is in dbbudget.servers[].total)",
+                by_database=per_db,
+            )
     elif out.returncode not in (0, 1):
         budget["dbbudget_error"] = (out.stderr or out.stdout).strip().splitlines()[-1:] or ""
     budget["total"] = sum(budget["by_database"].values())
@@ -498,6 +572,7 @@ def connection_budget(env: dict[str, str], values: dict) -> dict:
 
 # --------------------------------------------------------------------------- main
 
+
 def machine_info(shared_url: str) -> dict:
     info: dict = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": sys.platform}
     try:
@@ -505,8 +580,9 @@ def machine_info(shared_url: str) -> dict:
             if line.startswith("model name"):
                 info["cpu"] = line.split(":", 1)[1].strip()
                 break
-        mem_kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines()
-                          if l.startswith("MemTotal")).split()[1])
+        mem_kb = int(
+            next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1]
+        )
         info["memory_gb"] = round(mem_kb / 1024 / 1024, 1)
     except (OSError, StopIteration, ValueError):
         pass
@@ -526,14 +602,19 @@ def machine_info(shared_url: str) -> dict:
         pass
     for mod in ("django", "psycopg", "psycopg_pool", "gunicorn"):
         try:
-            out = subprocess.run([str(VENV_BIN / "python"), "-c", f"import {mod}; print({mod}.__version__)"],
-                                 capture_output=True, text=True, timeout=30)
+            out = subprocess.run(
+                [str(VENV_BIN / "python"), "-c", f"import {mod}; print({mod}.__version__)"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             info[mod] = out.stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             pass
     try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                            capture_output=True, text=True).stdout.strip()
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         pass
     return info
@@ -567,39 +648,70 @@ def main() -> int:
         ids_file, token_file = VAR / "user_ids.txt", VAR / "token.txt"
         state_file = VAR / "data.json"
 
-        reuse = (env_bool("BENCH_REUSE_DB", False) and databases_ready(urls, ids_file) and state_file.exists()
-                 and not json.loads(state_file.read_text())["missing"])
+        reuse = (
+            env_bool("BENCH_REUSE_DB", False)
+            and databases_ready(urls, ids_file)
+            and state_file.exists()
+            and not json.loads(state_file.read_text())["missing"]
+        )
         if not reuse:
             create_databases(urls)
             say("migrate_all")
             run_checked([str(VENV_BIN / "python"), "manage.py", "migrate_all"], env, "migrate_all")
             say(f"seeding {USERS} users")
-            out = run_checked([str(VENV_BIN / "python"), "bench/seed.py", str(VAR)],
-                              {**env, "BENCH_USERS": str(USERS)}, "bench/seed.py")
+            out = run_checked(
+                [str(VENV_BIN / "python"), "bench/seed.py", str(VAR)],
+                {**env, "BENCH_USERS": str(USERS)},
+                "bench/seed.py",
+            )
             say(f"seeded {json.loads(out.strip().splitlines()[-1])['users']} users")
         prepare_seed_copy()
 
-        ports = {name: free_port() for name in ("seed", "seed_market", "project", "project_django", "project_nopool",
-                                                "bare")}
+        ports = {
+            name: free_port() for name in ("seed", "seed_market", "project", "project_django", "project_nopool", "bare")
+        }
         gunicorn = [str(VENV_BIN / "gunicorn"), "-c", "config/gunicorn.conf.py"]
         servers = {
             "project": procs.start("project", gunicorn, env={**env, "PORT": str(ports["project"])}),
-            "project_django": procs.start("project_django", gunicorn, env={
-                **env, "PORT": str(ports["project_django"]), "API_FAST_LANE": "false"}),
-            "project_nopool": procs.start("project_nopool", gunicorn, env={
-                **env, "PORT": str(ports["project_nopool"]), "DATABASE_POOL_DISABLED": "true"}),
-            "bare": procs.start("bare", [str(VENV_BIN / "gunicorn"), "-c", "bench/bare_gunicorn.conf.py"], env={
-                **env, "PORT": str(ports["bare"]), "WEB_CONCURRENCY": str(workers), "WEB_THREADS": str(threads),
-                "BARE_DATABASE_URL": urls["SHARED"],
-                "BARE_POOL_MAX_SIZE": str(values["SHARED_DATABASE_POOL_MAX_SIZE"])}),
+            "project_django": procs.start(
+                "project_django", gunicorn, env={**env, "PORT": str(ports["project_django"]), "API_FAST_LANE": "false"}
+            ),
+            "project_nopool": procs.start(
+                "project_nopool",
+                gunicorn,
+                env={**env, "PORT": str(ports["project_nopool"]), "DATABASE_POOL_DISABLED": "true"},
+            ),
+            "bare": procs.start(
+                "bare",
+                [str(VENV_BIN / "gunicorn"), "-c", "bench/bare_gunicorn.conf.py"],
+                env={
+                    **env,
+                    "PORT": str(ports["bare"]),
+                    "WEB_CONCURRENCY": str(workers),
+                    "WEB_THREADS": str(threads),
+                    "BARE_DATABASE_URL": urls["SHARED"],
+                    "BARE_POOL_MAX_SIZE": str(values["SHARED_DATABASE_POOL_MAX_SIZE"]),
+                },
+            ),
             # Two seed processes: the app reads one DATABASE_URL, users live in the
             # shared database and accounts in the market one.
-            "seed": procs.start("seed", ["node", "app.js"], cwd=SEED_COPY, env={
-                **os.environ, "PORT": str(ports["seed"]),
-                "DATABASE_URL": labelled(urls["SHARED"], "bench:seed")}),
-            "seed_market": procs.start("seed_market", ["node", "app.js"], cwd=SEED_COPY, env={
-                **os.environ, "PORT": str(ports["seed_market"]), "ACCOUNTS_TABLE": "market_account",
-                "DATABASE_URL": labelled(urls["MARKET"], "bench:seed")}),
+            "seed": procs.start(
+                "seed",
+                ["node", "app.js"],
+                cwd=SEED_COPY,
+                env={**os.environ, "PORT": str(ports["seed"]), "DATABASE_URL": labelled(urls["SHARED"], "bench:seed")},
+            ),
+            "seed_market": procs.start(
+                "seed_market",
+                ["node", "app.js"],
+                cwd=SEED_COPY,
+                env={
+                    **os.environ,
+                    "PORT": str(ports["seed_market"]),
+                    "ACCOUNTS_TABLE": "market_account",
+                    "DATABASE_URL": labelled(urls["MARKET"], "bench:seed"),
+                },
+            ),
         }
         base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         ids = ids_file.read_text().split()
@@ -628,24 +740,31 @@ def main() -> int:
         if len(data["accounts"]) < 2:
             skipped["transfer"] = data["missing"].get("market_accounts", "no accounts")
         else:
-            probe = http("POST", base["project"] + "/api/market/transfers",
-                         {"from_account": data["accounts"][0], "to_account": data["accounts"][1], "amount_cents": 1},
-                         token=token, headers={"Idempotency-Key": f"probe-{uuid.uuid4()}"})
+            probe = http(
+                "POST",
+                base["project"] + "/api/market/transfers",
+                {"from_account": data["accounts"][0], "to_account": data["accounts"][1], "amount_cents": 1},
+                token=token,
+                headers={"Idempotency-Key": f"probe-{uuid.uuid4()}"},
+            )
             if probe[0] != 201:
                 skipped["transfer"] = f"POST /api/market/transfers answered {probe[0]}: {probe[1]}"
         if not data["skus"] or not data["posts"]:
-            skipped["mixed"] = "; ".join(data["missing"].get(k, "") for k in ("market_products", "blog_posts")
-                                         if k in data["missing"]) or "no products or posts"
+            skipped["mixed"] = (
+                "; ".join(data["missing"].get(k, "") for k in ("market_products", "blog_posts") if k in data["missing"])
+                or "no products or posts"
+            )
         for name, why in skipped.items():
             say(f"skipping {name}: {why}")
             scenarios.pop(name)
 
         targets_of = {  # (url, wrk mode, args) per scenario and system
             "get_user": lambda s: (base[s], "users", [f"ids={ids_file}"]),
-            "transfer": lambda s: ((base["seed_market"], "transfer_seed", [f"ids={VAR / 'account_ids.txt'}"])
-                                   if s == "seed" else
-                                   (base[s], "transfer_project",
-                                    [f"ids={VAR / 'account_ids.txt'}", f"token={token_file}"])),
+            "transfer": lambda s: (
+                (base["seed_market"], "transfer_seed", [f"ids={VAR / 'account_ids.txt'}"])
+                if s == "seed"
+                else (base[s], "transfer_project", [f"ids={VAR / 'account_ids.txt'}", f"token={token_file}"])
+            ),
             "mixed": lambda s: (base["project"], "mixed", [f"skus={VAR / 'skus.txt'}"]),
         }
         nonce = uuid.uuid4().hex[:8]
@@ -654,8 +773,9 @@ def main() -> int:
             url, mode, args = targets_of[scenario](system)
             for proc in servers.values():
                 if not proc.alive():  # e.g. a broad pkill from elsewhere on a shared machine
-                    raise RuntimeError(f"{proc.name} exited (code {proc.popen.returncode}) before "
-                                       f"{scenario}/{system}:\n{proc.tail()}")
+                    raise RuntimeError(
+                        f"{proc.name} exited (code {proc.popen.returncode}) before {scenario}/{system}:\n{proc.tail()}"
+                    )
             # Server CPU per request moves far less with other load on the machine than rps does.
             server = servers["seed_market" if (scenario, system) == ("transfer", "seed") else system]
             cpu_before = group_cpu_seconds(server.popen.pid)
@@ -678,8 +798,10 @@ def main() -> int:
                 for system in systems:
                     warm = measure(scenario, system, WARMUP, "warmup")
                     if warm["non2xx"] or warm["socket_errors"]:
-                        say(f"  warm-up {scenario}/{system}: {warm['non2xx']} non-2xx, "
-                            f"{warm['socket_errors']} socket errors, first: {warm['bad_sample']}")
+                        say(
+                            f"  warm-up {scenario}/{system}: {warm['non2xx']} non-2xx, "
+                            f"{warm['socket_errors']} socket errors, first: {warm['bad_sample']}"
+                        )
 
         rounds = []
         for r in range(ROUNDS):
@@ -695,26 +817,36 @@ def main() -> int:
                         peak = sampler.end()
                     result.update(scenario=scenario, system=system, peak_connections=peak)
                     runs.append(result)
-                    say(f"round {r + 1}/{ROUNDS} {scenario:<9} {system:<15} {result['rps']:>8.1f} rps  "
+                    say(
+                        f"round {r + 1}/{ROUNDS} {scenario:<9} {system:<15} {result['rps']:>8.1f} rps  "
                         f"p50 {result['p50_ms']:>6.2f} ms  p99 {result['p99_ms']:>7.2f} ms  "
                         f"cpu/req {result['server_cpu_us_per_request']} us  non-2xx {result['non2xx']}  "
                         f"socket errors {result['socket_errors']}  peak conns {peak['total']}"
-                        + (f"  relay caught up {result['relay_drain_s']}s later" if "relay_drain_s" in result else ""))
+                        + (f"  relay caught up {result['relay_drain_s']}s later" if "relay_drain_s" in result else "")
+                    )
                     if result["bad_sample"]:
                         say(f"  first non-2xx: {result['bad_sample']}")
             rounds.append({"round": r + 1, "runs": runs})
 
         machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
         results = {
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "command": command_line(),
             "full_run": FULL_RUN,
             "machine": machine,
             "settings": {
-                "duration_s": DURATION, "rounds": ROUNDS, "warmup_s": WARMUP, "wrk_connections": CONNECTIONS,
-                "wrk_threads": WRK_THREADS, "users": USERS, "accounts": len(data["accounts"]),
-                "products": len(data["skus"]), "posts": data["posts"],
-                "web_concurrency": workers, "web_threads": threads, "worker_class": "gthread",
+                "duration_s": DURATION,
+                "rounds": ROUNDS,
+                "warmup_s": WARMUP,
+                "wrk_connections": CONNECTIONS,
+                "wrk_threads": WRK_THREADS,
+                "users": USERS,
+                "accounts": len(data["accounts"]),
+                "products": len(data["skus"]),
+                "posts": data["posts"],
+                "web_concurrency": workers,
+                "web_threads": threads,
+                "worker_class": "gthread",
                 "pool_max_size": {p: values[f"{p}_DATABASE_POOL_MAX_SIZE"] for p in PREFIXES},
                 "seed_pool_max": 10,
             },

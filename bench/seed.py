@@ -6,6 +6,7 @@ Writes, under the directory given as argv[1]:
     token.txt      the staff user's API key (mode 0600; never printed)
 and prints one JSON line: {"users": N, "staff_id": id}.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,11 +35,14 @@ def main() -> None:
     count = int(os.environ.get("BENCH_USERS", "10000"))
     User = get_user_model()
     unusable = make_password(None)  # nobody logs in as a bench user; hashing 10,000 times would take minutes
-    users = [User(username=f"bench{i:05d}", email=f"bench{i:05d}@example.com", password=unusable)
-             for i in range(1, count + 1)]
+    users = [
+        User(username=f"bench{i:05d}", email=f"bench{i:05d}@example.com", password=unusable)
+        for i in range(1, count + 1)
+    ]
     User.objects.bulk_create(users, batch_size=BATCH)
-    staff = User.objects.create(username="bench_staff", email="bench_staff@example.com",
-                                password=unusable, is_staff=True)
+    staff = User.objects.create(
+        username="bench_staff", email="bench_staff@example.com", password=unusable, is_staff=True
+    )
     key = api_token_create(user=staff)
 
     ids = User.objects.filter(username__regex=r"^bench[0-9]+$").order_by("id").values_list("id", flat=True)

@@ -4,13 +4,13 @@ A post's author is an id, not a foreign key (the users live in another database)
 form offers a chooser filled from the shared database and the changelist looks up the
 usernames of a whole page in one query.
 """
+
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
 
 from audit.admin import AuditHistoryAdminMixin
-
 from blog import selectors, services
 from blog.models import Post, Tag
 

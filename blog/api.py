@@ -2,6 +2,7 @@
 
 Every bad input is a 400 `invalid_request` whose message and `field` name the field at fault.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@ Authors are users of the shared database, so a post keeps only `author_id`:
 no foreign key can cross databases. Slugs and publication dates are set by
 blog/services.py, the one writer.
 """
+
 from django.db import models
 from django.db.models import F, Q
 
@@ -55,13 +56,18 @@ class Post(AuditedModel):
         constraints = [
             models.UniqueConstraint(fields=["slug"], name="blog_post_slug_unique"),
             models.CheckConstraint(condition=Q(status__in=["draft", "published"]), name="blog_post_status_valid"),
-            models.CheckConstraint(condition=~Q(status="published") | Q(published_at__isnull=False),
-                                   name="blog_post_published_has_date"),
+            models.CheckConstraint(
+                condition=~Q(status="published") | Q(published_at__isnull=False), name="blog_post_published_has_date"
+            ),
         ]
         indexes = [
             # The public list: published posts, newest first, keyset-paginated on (published_at, id).
-            models.Index(F("published_at").desc(), F("id").desc(), condition=Q(status="published"),
-                         name="blog_post_published_idx"),
+            models.Index(
+                F("published_at").desc(),
+                F("id").desc(),
+                condition=Q(status="published"),
+                name="blog_post_published_idx",
+            ),
             # Slug collision lookups (`^slug-[0-9]+$`) are prefix searches.
             models.Index(fields=["slug"], opclasses=["varchar_pattern_ops"], name="blog_post_slug_prefix_idx"),
             models.Index(fields=["author_id"], name="blog_post_author_idx"),

@@ -4,6 +4,7 @@ A page costs two queries whatever its size: one on the blog database (posts with
 their tag names as an array subquery) and one on the shared database for the
 authors of the whole page.
 """
+
 from __future__ import annotations
 
 import base64
@@ -29,8 +30,9 @@ class InvalidCursor(ValueError):
 
 # Cursors: opaque to clients, base64url of "<published_at ISO 8601>|<id>" -----------------------------
 
+
 def cursor_encode(published_at: dt.datetime, post_id: int) -> str:
-    raw = f"{published_at.astimezone(dt.timezone.utc).isoformat()}|{post_id}".encode()
+    raw = f"{published_at.astimezone(dt.UTC).isoformat()}|{post_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -50,6 +52,7 @@ def cursor_decode(cursor: str) -> tuple[dt.datetime, int]:
 
 
 # Building blocks ---------------------------------------------------------------------------------
+
 
 def _with_tag_names(qs: QuerySet) -> QuerySet:
     names = Tag.objects.filter(posts=OuterRef("pk")).order_by("name").values("name")
@@ -93,6 +96,7 @@ def _payloads(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # Public reads ------------------------------------------------------------------------------------
 
+
 def post_list_published(*, cursor: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
     """One page of published posts, newest first, and the cursor of the next page (None on the last).
 
@@ -102,8 +106,9 @@ def post_list_published(*, cursor: str | None, limit: int) -> tuple[list[dict[st
     qs = Post.objects.filter(status=Post.Status.PUBLISHED).order_by("-published_at", "-id")
     if cursor:
         published_at, pk = cursor_decode(cursor)
-        qs = qs.filter(Q(published_at__lt=published_at) | Q(published_at=published_at, id__lt=pk),
-                       published_at__lte=published_at)
+        qs = qs.filter(
+            Q(published_at__lt=published_at) | Q(published_at=published_at, id__lt=pk), published_at__lte=published_at
+        )
     rows = list(_with_tag_names(qs)[: limit + 1])
     page, more = rows[:limit], len(rows) > limit
     next_cursor = cursor_encode(page[-1]["published_at"], page[-1]["id"]) if more else None

@@ -4,6 +4,7 @@ Each function runs in one transaction on the blog database (`atomic_for`), so a
 post, its tags and the audit rows written with them commit or roll back together.
 Slugs are made once, from the first title, and never change afterwards.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -55,6 +56,7 @@ def _check_post(post: Post) -> None:
 
 # Slugs --------------------------------------------------------------------------------------------
 
+
 def post_slug_base(title: str) -> str:
     """The slug a title asks for, before any collision suffix."""
     return slugify(title)[:SLUG_BASE_MAX_LENGTH].strip("-_") or SLUG_FALLBACK
@@ -71,7 +73,7 @@ def _free_slug(base: str) -> str:
     )
     if base not in taken:
         return base
-    suffixes = [int(s[len(base) + 1:]) for s in taken if s != base]
+    suffixes = [int(s[len(base) + 1 :]) for s in taken if s != base]
     candidate = f"{base}-{max([1, *suffixes]) + 1}"
     if len(candidate) > SLUG_MAX_LENGTH:  # absurd suffix counts only
         raise InvalidInput("title", "no free slug left for this title")
@@ -95,6 +97,7 @@ def _insert_with_unique_slug(post: Post) -> None:
 
 
 # Tags ---------------------------------------------------------------------------------------------
+
 
 def _tag_create(*, name: str, slug: str, using: str) -> Tag:
     try:
@@ -139,6 +142,7 @@ def tags_resolve(*, names: Iterable[str]) -> list[Tag]:
 
 # Posts --------------------------------------------------------------------------------------------
 
+
 def post_save(*, post: Post, tags: Iterable[Tag] | None = None) -> Post:
     """Insert or update `post` (the admin saves its form's instance through this).
 
@@ -158,11 +162,11 @@ def post_save(*, post: Post, tags: Iterable[Tag] | None = None) -> Post:
     return post
 
 
-def post_create(*, author: Any, title: str, body: str, status: str = Post.Status.DRAFT,
-                tags: Iterable[str] = ()) -> Post:
+def post_create(
+    *, author: Any, title: str, body: str, status: str = Post.Status.DRAFT, tags: Iterable[str] = ()
+) -> Post:
     """A new post by `author` (a user of the shared database) with a unique slug made from `title`."""
-    post = Post(author_id=author.pk, title=title.strip() if isinstance(title, str) else title, body=body,
-                status=status)
+    post = Post(author_id=author.pk, title=title.strip() if isinstance(title, str) else title, body=body, status=status)
     with atomic_for(Post):
         return post_save(post=post, tags=tags_resolve(names=tags) if tags else None)
 

@@ -26,6 +26,7 @@ why; it never fails the job. Putting the priority back needs the same
 privilege; when that fails, the connection is closed instead, so no lowered
 backend goes back into a pool.
 """
+
 from __future__ import annotations
 
 import ipaddress

@@ -17,6 +17,7 @@ worker was restarted).
 The whole check is bounded: an alias that does not answer within about twice
 its connect timeout is reported as failed, whatever libpq is doing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -121,11 +122,23 @@ def boot_checks(*, workers: int, threads: int | None, log=None) -> list[str]:
         if r.ok:
             continue
         if direct:
-            log.warning("boot check: the direct URL of %r (%s/%s, the server behind its pooler) unreachable: %s; "
-                        "that server's connection budget is not judged", alias, r.host, r.name, r.error)
+            log.warning(
+                "boot check: the direct URL of %r (%s/%s, the server behind its pooler) unreachable: %s; "
+                "that server's connection budget is not judged",
+                alias,
+                r.host,
+                r.name,
+                r.error,
+            )
         elif kinds[alias] == "replica":
-            log.warning("boot check: replica %r (%s/%s) unreachable: %s; its reads go to the primary %r until "
-                        "it answers", alias, r.host, r.name, r.error, settings.DATABASE_ALIASES[alias].base)
+            log.warning(
+                "boot check: replica %r (%s/%s) unreachable: %s; its reads go to the primary %r until it answers",
+                alias,
+                r.host,
+                r.name,
+                r.error,
+                settings.DATABASE_ALIASES[alias].base,
+            )
         else:
             problems.append(f"database {alias!r} ({r.host}/{r.name}) unreachable: {r.error}")
     limits, errors = budget.limits_from_probes(results.values())
@@ -137,6 +150,8 @@ def boot_checks(*, workers: int, threads: int | None, log=None) -> list[str]:
     log.info("budget: clients other than this instance's pools are not counted; leave room for them")
     pools = open_pools()
     if pools:
-        problems.append(f"the master process opened database pools ({', '.join(pools)}); "
-                        "nothing may query the database at import time")
+        problems.append(
+            f"the master process opened database pools ({', '.join(pools)}); "
+            "nothing may query the database at import time"
+        )
     return problems

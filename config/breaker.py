@@ -8,13 +8,14 @@ user's request); the first probe that gets an answer closes the breaker. Any
 connection that succeeds meanwhile (a pool refill, a readiness check) closes it
 too.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 log = logging.getLogger("config.breaker")
 
@@ -100,8 +101,12 @@ class Breaker:
             if not self.probing:
                 self._prober = threading.Thread(target=self._probe_loop, name=f"breaker-{self.alias}", daemon=True)
                 self._prober.start()
-        log.warning("database %r failed %d times in a row: circuit breaker open (last error: %s)", self.alias,
-                    self.failures, self.last_error or "-")
+        log.warning(
+            "database %r failed %d times in a row: circuit breaker open (last error: %s)",
+            self.alias,
+            self.failures,
+            self.last_error or "-",
+        )
 
     def stop(self) -> None:
         """End the prober (tests, fork): the breaker is forgotten."""

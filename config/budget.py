@@ -31,6 +31,7 @@ Transaction pooler (`<P>_DATABASE_POOLER=transaction`), two hops:
   (import_products' advisory lock) and one migrate_all. Without a direct URL
   the server behind the pooler is not judged (a note, not a failure).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,9 +40,11 @@ from dataclasses import asdict, dataclass, field, replace
 # One round trip on a probe connection; `reserved_connections` exists from PG 16 on. The last row
 # tells servers apart whatever name reaches them: one postmaster, one start time (to the
 # microsecond) and port; readable by any role.
-LIMITS_SQL = ("SELECT name, setting FROM pg_settings WHERE name IN "
-              "('max_connections', 'superuser_reserved_connections', 'reserved_connections') "
-              "UNION ALL SELECT 'identity', pg_postmaster_start_time()::text || ' port ' || current_setting('port')")
+LIMITS_SQL = (
+    "SELECT name, setting FROM pg_settings WHERE name IN "
+    "('max_connections', 'superuser_reserved_connections', 'reserved_connections') "
+    "UNION ALL SELECT 'identity', pg_postmaster_start_time()::text || ' port ' || current_setting('port')"
+)
 
 CLIENT_ROLES = ("web", "replica", "jobs")  # rows of the app's own pools; "pooled" and "direct" are server-side
 
@@ -76,7 +79,7 @@ class Limits:
         return self.max_connections - self.reserved
 
     @classmethod
-    def from_rows(cls, rows) -> "Limits":
+    def from_rows(cls, rows) -> Limits:
         values = dict(rows)
         number = {k: int(v) for k, v in values.items() if k != "identity"}
         reserved = number.get("superuser_reserved_connections", 0) + number.get("reserved_connections", 0)
@@ -87,8 +90,11 @@ def server_names(limits: dict[str, Limits], servers) -> dict[str, str]:
     """Each of `servers` (PostgreSQL host:port, not poolers) -> the first of them (in `limits`' order)
     that reaches the same server."""
     first: dict[str, str] = {}
-    return {addr: first.setdefault(lim.identity, addr) if lim.identity else addr
-            for addr, lim in limits.items() if addr in servers}
+    return {
+        addr: first.setdefault(lim.identity, addr) if lim.identity else addr
+        for addr, lim in limits.items()
+        if addr in servers
+    }
 
 
 def same_server_targets(targets: list[Target], limits: dict[str, Limits]) -> list[Target]:
@@ -174,13 +180,23 @@ def targets_from_settings() -> list[Target]:
         p = f"{prefix}_DATABASE_"
         # A replica entry inherits the primary's DIRECT: that is the primary's server, not the replica's.
         direct = sd.get("DIRECT") if role != "replica" else None
-        out.append(Target(
-            alias, role, f"{sd['HOST']}:{sd['PORT'] or 5432}", sd["NAME"], min_size, max_size, info.pooler,
-            pooled=bool(pool), user=sd.get("USER") or "", prefix=prefix,
-            direct_server=f"{direct['HOST']}:{direct['PORT'] or 5432}" if direct else "",
-            pooler_pool_size=settings.ENV[p + "POOLER_POOL_SIZE"],
-            pooler_max_client_conn=settings.ENV[p + "POOLER_MAX_CLIENT_CONN"],
-        ))
+        out.append(
+            Target(
+                alias,
+                role,
+                f"{sd['HOST']}:{sd['PORT'] or 5432}",
+                sd["NAME"],
+                min_size,
+                max_size,
+                info.pooler,
+                pooled=bool(pool),
+                user=sd.get("USER") or "",
+                prefix=prefix,
+                direct_server=f"{direct['HOST']}:{direct['PORT'] or 5432}" if direct else "",
+                pooler_pool_size=settings.ENV[p + "POOLER_POOL_SIZE"],
+                pooler_max_client_conn=settings.ENV[p + "POOLER_MAX_CLIENT_CONN"],
+            )
+        )
     return out
 
 
@@ -200,8 +216,16 @@ def processes(target: Target, *, instances: int, workers: int) -> int:
     return instances * (workers + 1) if target.role == "jobs" else instances * workers
 
 
-def plan(targets: list[Target], *, instances: int, workers: int, threads: int | None,
-         limits: dict[str, Limits], errors: dict[str, str] | None = None, poolers: int = 1) -> list[ServerBudget]:
+def plan(
+    targets: list[Target],
+    *,
+    instances: int,
+    workers: int,
+    threads: int | None,
+    limits: dict[str, Limits],
+    errors: dict[str, str] | None = None,
+    poolers: int = 1,
+) -> list[ServerBudget]:
     """Rows per server for a fleet of `instances` x `workers` processes of `threads` threads,
     with `poolers` transaction poolers (PgBouncer instances) in front of each pooled server."""
     servers: dict[tuple[str, str], ServerBudget] = {}
@@ -221,11 +245,13 @@ def plan(targets: list[Target], *, instances: int, workers: int, threads: int | 
     for t in targets:
         if t.pooler != "transaction":
             server("postgres", t.server).rows.append(
-                Row(t.alias, t.role, per_process(t, threads), processes(t, instances=instances, workers=workers)))
+                Row(t.alias, t.role, per_process(t, threads), processes(t, instances=instances, workers=workers))
+            )
             continue
         front = server("pgbouncer", t.server)
         front.rows.append(
-            Row(t.alias, t.role, per_process(t, threads), processes(t, instances=instances, workers=workers)))
+            Row(t.alias, t.role, per_process(t, threads), processes(t, instances=instances, workers=workers))
+        )
         var = f"{t.prefix}_DATABASE_POOLER_MAX_CLIENT_CONN"
         if front.client_conn is None or t.pooler_max_client_conn < front.client_conn:
             front.client_conn = t.pooler_max_client_conn
@@ -242,8 +268,9 @@ def plan(targets: list[Target], *, instances: int, workers: int, threads: int | 
         if key in pairs:  # the jobs alias of the same URL: the same PgBouncer pool
             budget, i = pairs[key]
             row = budget.rows[i]
-            budget.rows[i] = replace(row, alias=f"{row.alias}+{t.alias}",
-                                     per_process=max(row.per_process, t.pooler_pool_size))
+            budget.rows[i] = replace(
+                row, alias=f"{row.alias}+{t.alias}", per_process=max(row.per_process, t.pooler_pool_size)
+            )
         else:
             pairs[key] = (back, len(back.rows))
             back.rows.append(Row(t.alias, "pooled", t.pooler_pool_size, poolers, via=t.server))
@@ -282,24 +309,34 @@ def problems(budgets: list[ServerBudget], *, scope: str) -> list[str]:
         parts = ", ".join(f"{r.alias} {r.processes}x{r.per_process}={r.total}" for r in b.rows)
         if b.kind == "pgbouncer":
             where = f"pgbouncer {b.server}"
-            room = (f"the pooler accepts {b.limits.available} (max_client_conn {b.client_conn} x "
-                    f"{b.poolers} pooler(s), {' / '.join(b.client_conn_vars)})")
+            room = (
+                f"the pooler accepts {b.limits.available} (max_client_conn {b.client_conn} x "
+                f"{b.poolers} pooler(s), {' / '.join(b.client_conn_vars)})"
+            )
         else:
             where = b.server
-            room = (f"the server has {b.limits.available} "
-                    f"(max_connections {b.limits.max_connections} - {b.limits.reserved} reserved)")
-        out.append(f"connection budget exceeded on {where} (aliases {', '.join(b.aliases)}): {scope} could open "
-                   f"{b.total} connections ({parts}) but {room}; {_hint(b)}")
+            room = (
+                f"the server has {b.limits.available} "
+                f"(max_connections {b.limits.max_connections} - {b.limits.reserved} reserved)"
+            )
+        out.append(
+            f"connection budget exceeded on {where} (aliases {', '.join(b.aliases)}): {scope} could open "
+            f"{b.total} connections ({parts}) but {room}; {_hint(b)}"
+        )
     return out
 
 
 def _shape_line(budgets: list[ServerBudget], *, instances: int, workers: int, threads: int | None) -> list[str]:
-    lines = [f"{instances} instance(s) x {workers} worker(s) x {threads if threads is not None else '-'} thread(s); "
-             "per process = max(pool min, min(pool max, threads)); jobs pools per worker (audit relay) + 1 job"]
+    lines = [
+        f"{instances} instance(s) x {workers} worker(s) x {threads if threads is not None else '-'} thread(s); "
+        "per process = max(pool min, min(pool max, threads)); jobs pools per worker (audit relay) + 1 job"
+    ]
     pooled = [b for b in budgets if b.kind == "pgbouncer"]
     if pooled:
-        lines.append(f"{pooled[0].poolers} pooler(s); behind a pooler: <P>_DATABASE_POOLER_POOL_SIZE per "
-                     "database/user pair x poolers (whatever the instances), 1 job lock per instance, 1 migrate_all")
+        lines.append(
+            f"{pooled[0].poolers} pooler(s); behind a pooler: <P>_DATABASE_POOLER_POOL_SIZE per "
+            "database/user pair x poolers (whatever the instances), 1 job lock per instance, 1 migrate_all"
+        )
     return lines
 
 
@@ -308,18 +345,24 @@ def format_table(budgets: list[ServerBudget], *, instances: int, workers: int, t
     for b in budgets:
         lines.append("")
         if b.kind == "pgbouncer":
-            head = (f"{b.label}: max_client_conn {b.client_conn} x {b.poolers} pooler(s) = {b.limits.available} "
-                    f"client connections ({' / '.join(b.client_conn_vars)})")
+            head = (
+                f"{b.label}: max_client_conn {b.client_conn} x {b.poolers} pooler(s) = {b.limits.available} "
+                f"client connections ({' / '.join(b.client_conn_vars)})"
+            )
         elif b.limits:
-            head = (f"{b.label}: max_connections {b.limits.max_connections} - {b.limits.reserved} reserved = "
-                    f"{b.limits.available} available")
+            head = (
+                f"{b.label}: max_connections {b.limits.max_connections} - {b.limits.reserved} reserved = "
+                f"{b.limits.available} available"
+            )
         else:
             head = f"{b.label}: limits unknown ({b.error})"
         lines.append(head)
         lines.append(f"  {'alias':<20} {'role':<8} {'per process':>11} {'processes':>9} {'total':>7}")
         for r in b.rows:
-            lines.append(f"  {r.alias:<20} {r.role:<8} {r.per_process:>11} {r.processes:>9} {r.total:>7}"
-                         + (f"  via pgbouncer {r.via}" if r.via else ""))
+            lines.append(
+                f"  {r.alias:<20} {r.role:<8} {r.per_process:>11} {r.processes:>9} {r.total:>7}"
+                + (f"  via pgbouncer {r.via}" if r.via else "")
+            )
         if b.limits:
             verdict = f"OVER by {b.total - b.limits.available}" if b.over else "ok"
             lines.append(f"  {'total':<20} {'':<8} {'':>11} {'':>9} {b.total:>7} / {b.limits.available}  {verdict}")
@@ -330,21 +373,35 @@ def format_table(budgets: list[ServerBudget], *, instances: int, workers: int, t
     return "\n".join(lines)
 
 
-def to_dict(budgets: list[ServerBudget], *, instances: int, workers: int, threads: int | None,
-            poolers: int = 1) -> dict:
+def to_dict(
+    budgets: list[ServerBudget], *, instances: int, workers: int, threads: int | None, poolers: int = 1
+) -> dict:
     servers = []
     for b in budgets:
-        servers.append({
-            "server": b.server, "kind": b.kind, "aliases": b.aliases,
-            "rows": [{**asdict(r), "total": r.total} for r in b.rows],
-            "total": b.total,
-            "max_connections": b.limits.max_connections if b.limits and b.kind == "postgres" else None,
-            "reserved": b.limits.reserved if b.limits and b.kind == "postgres" else None,
-            "max_client_conn": b.client_conn,
-            "available": b.available, "over": b.over, "error": b.error or None, "notes": b.notes,
-        })
-    return {"instances": instances, "workers": workers, "threads": threads, "poolers": poolers,
-            "over": any(b.over for b in budgets), "servers": servers}
+        servers.append(
+            {
+                "server": b.server,
+                "kind": b.kind,
+                "aliases": b.aliases,
+                "rows": [{**asdict(r), "total": r.total} for r in b.rows],
+                "total": b.total,
+                "max_connections": b.limits.max_connections if b.limits and b.kind == "postgres" else None,
+                "reserved": b.limits.reserved if b.limits and b.kind == "postgres" else None,
+                "max_client_conn": b.client_conn,
+                "available": b.available,
+                "over": b.over,
+                "error": b.error or None,
+                "notes": b.notes,
+            }
+        )
+    return {
+        "instances": instances,
+        "workers": workers,
+        "threads": threads,
+        "poolers": poolers,
+        "over": any(b.over for b in budgets),
+        "servers": servers,
+    }
 
 
 def to_json(budgets: list[ServerBudget], **kwargs) -> str:

@@ -10,6 +10,7 @@ Per domain `<alias>` the process gets up to three aliases:
     <alias>_jobs      a small pool for long jobs (`jobs:<alias>`)
     <alias>_replica   read-only, when `<P>_DATABASE_REPLICA_URL` is set
 """
+
 from __future__ import annotations
 
 import os
@@ -48,15 +49,24 @@ def domain_vars(prefix: str) -> list[Var]:
     return [
         Var(p + "URL", "url", required=True, help="postgres://user:password@host:port/name"),
         Var(p + "POOL_MIN_SIZE", "int", 1, help="connections kept open per process"),
-        Var(p + "POOL_MAX_SIZE", "int", 8,
-            help="most connections per process; keep it >= WEB_THREADS (docs/faults.md)"),
-        Var(p + "POOL_MAX_WAITING", "int", 0,
-            help="requests allowed to queue for a connection, more get 503 at once; 0 = bounded by the threads only"),
+        Var(
+            p + "POOL_MAX_SIZE", "int", 8, help="most connections per process; keep it >= WEB_THREADS (docs/faults.md)"
+        ),
+        Var(
+            p + "POOL_MAX_WAITING",
+            "int",
+            0,
+            help="requests allowed to queue for a connection, more get 503 at once; 0 = bounded by the threads only",
+        ),
         Var(p + "POOL_TIMEOUT", "float", 2.0, help="seconds a request waits for a free connection"),
         Var(p + "POOL_MAX_LIFETIME", "float", 1800.0, help="seconds before a connection is replaced"),
         Var(p + "POOL_MAX_IDLE", "float", 300.0, help="seconds an idle surplus connection is kept"),
-        Var(p + "POOL_RECONNECT_TIMEOUT", "float", 0.5,
-            help="seconds the pool retries a failed connection before leaving recovery to the breaker's probe"),
+        Var(
+            p + "POOL_RECONNECT_TIMEOUT",
+            "float",
+            0.5,
+            help="seconds the pool retries a failed connection before leaving recovery to the breaker's probe",
+        ),
         Var(p + "CONNECT_TIMEOUT", "int", 2, help="seconds to open a connection"),
         Var(p + "CHECK_TIMEOUT", "float", 1.0, help="deadline in seconds for the check of a pooled connection"),
         Var(p + "STATEMENT_TIMEOUT_MS", "int", 5000, help="longest statement allowed (0 = none)"),
@@ -64,10 +74,18 @@ def domain_vars(prefix: str) -> list[Var]:
         Var(p + "SSLMODE", "choice", "prefer", choices=SSLMODES, help="libpq sslmode"),
         Var(p + "SSLROOTCERT", "str", "", help="CA file for verify-ca / verify-full"),
         Var(p + "POOLER", "choice", "direct", choices=POOLERS, help="transaction = behind PgBouncer/Supavisor"),
-        Var(p + "POOLER_MAX_CLIENT_CONN", "int", 100,
-            help="client connections the pooler accepts (PgBouncer max_client_conn); judged by dbbudget and at boot"),
-        Var(p + "POOLER_POOL_SIZE", "int", 20,
-            help="server connections the pooler opens per database/user pair (default_pool_size + reserve_pool_size)"),
+        Var(
+            p + "POOLER_MAX_CLIENT_CONN",
+            "int",
+            100,
+            help="client connections the pooler accepts (PgBouncer max_client_conn); judged by dbbudget and at boot",
+        ),
+        Var(
+            p + "POOLER_POOL_SIZE",
+            "int",
+            20,
+            help="server connections the pooler opens per database/user pair (default_pool_size + reserve_pool_size)",
+        ),
         Var(p + "REPLICA_URL", "url", None, help="optional streaming replica for reads"),
         Var(p + "REPLICA_MAX_LAG_MS", "int", 5000, help="a replica further behind is skipped"),
         Var(p + "DIRECT_URL", "url", None, help="the server behind the pooler: migrations, job locks, dbbudget"),
@@ -80,26 +98,43 @@ GLOBAL_VARS: list[Var] = [
     Var("JOBS_DATABASE_STATEMENT_TIMEOUT_MS", "int", 600000, help="longest statement of a long job (0 = none)"),
     Var("DATABASE_BREAKER_FAILURES", "int", 3, help="connection failures in a row that open an alias's breaker"),
     Var("DATABASE_BREAKER_OPEN_SECONDS", "float", 0.5, help="seconds between probes while a breaker is open"),
-    Var("DATABASE_POOL_DISABLED", "bool", False,
-        help="true = no pools, a new connection per request (benchmarks only; never in production)"),
+    Var(
+        "DATABASE_POOL_DISABLED",
+        "bool",
+        False,
+        help="true = no pools, a new connection per request (benchmarks only; never in production)",
+    ),
     Var("DJANGO_SECRET_KEY", "str", required=True, help="long random string"),
     Var("DJANGO_DEBUG", "bool", False, help="Django debug pages; never in production"),
-    Var("DJANGO_ALLOWED_HOSTS", "list", ["127.0.0.1", "localhost"],
-        help="comma-separated host names the app answers to"),
-    Var("DJANGO_HTTPS", "bool", False,
-        help="true when clients reach the site over HTTPS (a TLS proxy in front): HSTS, secure cookies, redirect"),
+    Var(
+        "DJANGO_ALLOWED_HOSTS", "list", ["127.0.0.1", "localhost"], help="comma-separated host names the app answers to"
+    ),
+    Var(
+        "DJANGO_HTTPS",
+        "bool",
+        False,
+        help="true when clients reach the site over HTTPS (a TLS proxy in front): HSTS, secure cookies, redirect",
+    ),
     Var("APP_ROLE", "choice", "cli", choices=ROLES, help="label of this process's connections"),
     Var("PORT", "int", 8000, help="gunicorn binds 127.0.0.1:PORT"),
     Var("WEB_CONCURRENCY", "int", 2, help="gunicorn worker processes"),
     Var("WEB_THREADS", "int", 8, help="threads per worker; at most half may wait on any one database"),
     Var("WEB_TIMEOUT", "int", 30, help="seconds before gunicorn restarts a stuck worker"),
     Var("WEB_GRACEFUL_TIMEOUT", "int", 20, help="seconds in-flight requests get to finish after SIGTERM"),
-    Var("METRICS_TOKEN", "str", "",
+    Var(
+        "METRICS_TOKEN",
+        "str",
+        "",
         help="when set, GET /metrics answers only requests with 'Authorization: Bearer <token>' (Prometheus "
-             "authorization.credentials); empty = open, restrict it at the proxy"),
-    Var("API_FAST_LANE", "bool", True,
+        "authorization.credentials); empty = open, restrict it at the proxy",
+    ),
+    Var(
+        "API_FAST_LANE",
+        "bool",
+        True,
         help="serve GET /api/users/<id> and POST /api/market/transfers without Django's request path "
-             "(config/fastlane.py); false = through Django"),
+        "(config/fastlane.py); false = through Django",
+    ),
 ]
 
 
@@ -157,8 +192,9 @@ def _url_config(name: str, url: str) -> dict[str, Any]:
 PREPARE_AFTER = 5  # psycopg's own default threshold
 
 
-def _options(values: dict[str, Any], p: str, *, label: str, statement_ms: int, direct: bool,
-             read_only: bool = False) -> dict[str, Any]:
+def _options(
+    values: dict[str, Any], p: str, *, label: str, statement_ms: int, direct: bool, read_only: bool = False
+) -> dict[str, Any]:
     opts: dict[str, Any] = {
         "connect_timeout": max(values[p + "CONNECT_TIMEOUT"], 1),
         "application_name": label,
@@ -169,8 +205,10 @@ def _options(values: dict[str, Any], p: str, *, label: str, statement_ms: int, d
     if direct:
         # Session settings ride on the startup packet; a transaction pooler
         # rejects them, so there they come from per-role settings instead.
-        settings = [f"statement_timeout={statement_ms}",
-                    f"idle_in_transaction_session_timeout={values[p + 'IDLE_IN_TRANSACTION_TIMEOUT_MS']}"]
+        settings = [
+            f"statement_timeout={statement_ms}",
+            f"idle_in_transaction_session_timeout={values[p + 'IDLE_IN_TRANSACTION_TIMEOUT_MS']}",
+        ]
         if read_only:
             settings.append("default_transaction_read_only=on")
         opts["options"] = " ".join(f"-c {s}" for s in settings)
@@ -182,8 +220,7 @@ def _options(values: dict[str, Any], p: str, *, label: str, statement_ms: int, d
     return opts
 
 
-def _pool(values: dict[str, Any], p: str, *, name: str, min_size: int, max_size: int,
-          timeout: float) -> dict[str, Any]:
+def _pool(values: dict[str, Any], p: str, *, name: str, min_size: int, max_size: int, timeout: float) -> dict[str, Any]:
     return {
         "name": name,
         "min_size": min(min_size, max_size),
@@ -240,8 +277,14 @@ def build(values: dict[str, Any]) -> tuple[dict[str, dict], dict[str, AliasInfo]
             "KIND": "primary",
             "OPTIONS": {
                 **_options(values, p, label=label, statement_ms=values[p + "STATEMENT_TIMEOUT_MS"], direct=direct),
-                "pool": _pool(values, p, name=label, min_size=values[p + "POOL_MIN_SIZE"], max_size=web_max,
-                              timeout=values[p + "POOL_TIMEOUT"]),
+                "pool": _pool(
+                    values,
+                    p,
+                    name=label,
+                    min_size=values[p + "POOL_MIN_SIZE"],
+                    max_size=web_max,
+                    timeout=values[p + "POOL_TIMEOUT"],
+                ),
             },
             "TEST": {"NAME": f"test_{url_cfg['NAME']}"},
         }
@@ -255,10 +298,21 @@ def build(values: dict[str, Any]) -> tuple[dict[str, dict], dict[str, AliasInfo]
             "KIND": "jobs",
             "STATEMENT_TIMEOUT_MS": values["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"],
             "OPTIONS": {
-                **_options(values, p, label=jobs_label, statement_ms=values["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"],
-                           direct=direct),
-                "pool": _pool(values, p, name=jobs_label, min_size=0, max_size=jobs_max,
-                              timeout=values["JOBS_DATABASE_POOL_TIMEOUT"]),
+                **_options(
+                    values,
+                    p,
+                    label=jobs_label,
+                    statement_ms=values["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"],
+                    direct=direct,
+                ),
+                "pool": _pool(
+                    values,
+                    p,
+                    name=jobs_label,
+                    min_size=0,
+                    max_size=jobs_max,
+                    timeout=values["JOBS_DATABASE_POOL_TIMEOUT"],
+                ),
             },
             "TEST": {"MIRROR": domain.alias},
         }
@@ -270,15 +324,30 @@ def build(values: dict[str, Any]) -> tuple[dict[str, dict], dict[str, AliasInfo]
             rep_label = f"{role}:{rep_alias}"
             databases[rep_alias] = {
                 **base_entry,
-                "NAME": rep_cfg["NAME"], "USER": rep_cfg.get("USER", ""), "PASSWORD": rep_cfg.get("PASSWORD", ""),
-                "HOST": rep_cfg.get("HOST", ""), "PORT": str(rep_cfg.get("PORT") or ""),
+                "NAME": rep_cfg["NAME"],
+                "USER": rep_cfg.get("USER", ""),
+                "PASSWORD": rep_cfg.get("PASSWORD", ""),
+                "HOST": rep_cfg.get("HOST", ""),
+                "PORT": str(rep_cfg.get("PORT") or ""),
                 "KIND": "replica",
                 "REPLICA_MAX_LAG_MS": values[p + "REPLICA_MAX_LAG_MS"],
                 "OPTIONS": {
-                    **_options(values, p, label=rep_label, statement_ms=values[p + "STATEMENT_TIMEOUT_MS"],
-                               direct=direct, read_only=True),
-                    "pool": _pool(values, p, name=rep_label, min_size=values[p + "POOL_MIN_SIZE"], max_size=web_max,
-                                  timeout=values[p + "POOL_TIMEOUT"]),
+                    **_options(
+                        values,
+                        p,
+                        label=rep_label,
+                        statement_ms=values[p + "STATEMENT_TIMEOUT_MS"],
+                        direct=direct,
+                        read_only=True,
+                    ),
+                    "pool": _pool(
+                        values,
+                        p,
+                        name=rep_label,
+                        min_size=values[p + "POOL_MIN_SIZE"],
+                        max_size=web_max,
+                        timeout=values[p + "POOL_TIMEOUT"],
+                    ),
                 },
                 "TEST": {"MIRROR": domain.alias},
             }

@@ -1,4 +1,5 @@
 """Small helpers every layer uses to talk to the right database."""
+
 from __future__ import annotations
 
 from django.db import connections, router, transaction

@@ -3,6 +3,7 @@
 Everything is looked up by a natural key before it is created, so loading it
 twice changes nothing. Writes go through the domain services, like any other.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -21,29 +22,74 @@ CREDENTIALS_FILE = Path(settings.BASE_DIR) / "var" / "demo-admin.txt"
 
 AUTHORS = [("alice", "Alice Martin"), ("bob", "Bob Okafor"), ("carol", "Carol Nguyen")]
 POSTS = [
-    ("alice", "One pool per database", "published", ["postgres", "pools"],
-     "Each domain gets its own pool, so a slow market never starves the blog."),
-    ("alice", "Why the audit trail uses an outbox", "published", ["audit"],
-     "Events are written with the change, in the same transaction, and relayed later."),
-    ("bob", "Reading your own writes from a replica", "published", ["replicas", "postgres"],
-     "Compare LSNs, not replay_lag."),
-    ("bob", "Budgeting connections across a fleet", "published", ["pools", "operations"],
-     "Instances times workers times pool size must fit under max_connections."),
-    ("carol", "Circuit breakers for databases", "published", ["operations"],
-     "After repeated failures, answer 503 at once instead of waiting for a timeout."),
-    ("carol", "PgBouncer in transaction mode", "published", ["pgbouncer", "postgres"],
-     "No session state, no server-side cursors, no prepared statements."),
-    ("alice", "Draft: long jobs on their own pool", "draft", ["operations"],
-     "Imports run on the jobs pool with their own statement timeout."),
-    ("bob", "Draft: least privilege per database", "draft", ["security"],
-     "One owner and one app role per database; PUBLIC gets nothing."),
+    (
+        "alice",
+        "One pool per database",
+        "published",
+        ["postgres", "pools"],
+        "Each domain gets its own pool, so a slow market never starves the blog.",
+    ),
+    (
+        "alice",
+        "Why the audit trail uses an outbox",
+        "published",
+        ["audit"],
+        "Events are written with the change, in the same transaction, and relayed later.",
+    ),
+    (
+        "bob",
+        "Reading your own writes from a replica",
+        "published",
+        ["replicas", "postgres"],
+        "Compare LSNs, not replay_lag.",
+    ),
+    (
+        "bob",
+        "Budgeting connections across a fleet",
+        "published",
+        ["pools", "operations"],
+        "Instances times workers times pool size must fit under max_connections.",
+    ),
+    (
+        "carol",
+        "Circuit breakers for databases",
+        "published",
+        ["operations"],
+        "After repeated failures, answer 503 at once instead of waiting for a timeout.",
+    ),
+    (
+        "carol",
+        "PgBouncer in transaction mode",
+        "published",
+        ["pgbouncer", "postgres"],
+        "No session state, no server-side cursors, no prepared statements.",
+    ),
+    (
+        "alice",
+        "Draft: long jobs on their own pool",
+        "draft",
+        ["operations"],
+        "Imports run on the jobs pool with their own statement timeout.",
+    ),
+    (
+        "bob",
+        "Draft: least privilege per database",
+        "draft",
+        ["security"],
+        "One owner and one app role per database; PUBLIC gets nothing.",
+    ),
 ]
 PRODUCTS = [
-    ("MUG-001", "Enamel mug", 1200, 40), ("TEE-001", "Logo T-shirt", 2500, 25),
-    ("CAP-001", "Baseball cap", 1800, 15), ("BOOK-PG", "PostgreSQL handbook", 4500, 10),
-    ("STK-010", "Sticker pack", 500, 200), ("NOTE-A5", "A5 notebook", 900, 60),
-    ("PEN-BLK", "Black pen", 300, 500), ("BAG-TOTE", "Tote bag", 1500, 30),
-    ("HOOD-001", "Hoodie", 5500, 12), ("POST-A2", "A2 poster", 1100, 0),
+    ("MUG-001", "Enamel mug", 1200, 40),
+    ("TEE-001", "Logo T-shirt", 2500, 25),
+    ("CAP-001", "Baseball cap", 1800, 15),
+    ("BOOK-PG", "PostgreSQL handbook", 4500, 10),
+    ("STK-010", "Sticker pack", 500, 200),
+    ("NOTE-A5", "A5 notebook", 900, 60),
+    ("PEN-BLK", "Black pen", 300, 500),
+    ("BAG-TOTE", "Tote bag", 1500, 30),
+    ("HOOD-001", "Hoodie", 5500, 12),
+    ("POST-A2", "A2 poster", 1100, 0),
 ]
 OPENING_BALANCES_CENTS = {"alice": 100_000, "bob": 50_000, "carol": 75_000}
 
@@ -74,7 +120,8 @@ def seed_demo(*, log=print) -> None:
     for username, full_name in AUTHORS:
         first, last = full_name.split(" ", 1)
         user, created = User.objects.get_or_create(
-            username=username, defaults={"email": f"{username}@example.com", "first_name": first, "last_name": last})
+            username=username, defaults={"email": f"{username}@example.com", "first_name": first, "last_name": last}
+        )
         if created:
             user.set_unusable_password()
             user.save(update_fields=["password"])

@@ -5,14 +5,15 @@ default. Anything that looks like one of ours but is not (a typo in a prefix or
 a knob) stops the process with the closest correct name. Values never appear
 in messages, so a password in a URL cannot leak through an error.
 """
+
 from __future__ import annotations
 
 import difflib
-import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured

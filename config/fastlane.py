@@ -27,15 +27,16 @@ replica, requests fall through to Django (replica choice, read-your-writes cooki
 
 tests/config/test_fastlane.py compares the lane's answers with Django's, byte for byte.
 """
+
 from __future__ import annotations
 
 import io
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Callable
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -122,15 +123,20 @@ def _transfer_create(request: Request) -> Answer | None:
         return None
     with acting_as(user):  # as token_required: the audit rows name the token's user
         transfer, created = services.transfer_create(
-            user=user, from_account_id=data["from_account"], to_account_id=data["to_account"],
-            amount_cents=data["amount_cents"], idempotency_key=key)
+            user=user,
+            from_account_id=data["from_account"],
+            to_account_id=data["to_account"],
+            amount_cents=data["amount_cents"],
+            idempotency_key=key,
+        )
     return 201, {"data": selectors.transfer_as_dict(transfer)}, {} if created else {"Idempotent-Replayed": "true"}
 
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", re.compile(r"/api/users/([0-9]+)\Z"), "api/users/<int:user_id>", ("default",), _user_detail),
-    Route("POST", re.compile(r"/api/market/transfers\Z"), "api/market/transfers", ("default", "market"),
-          _transfer_create),
+    Route(
+        "POST", re.compile(r"/api/market/transfers\Z"), "api/market/transfers", ("default", "market"), _transfer_create
+    ),
 )
 
 _JSON = ("Content-Type", "application/json")

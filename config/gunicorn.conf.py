@@ -16,6 +16,7 @@
 Metrics use prometheus_client's multiprocess mode: PROMETHEUS_MULTIPROC_DIR is
 a fresh temporary directory unless set (a set one is emptied of old samples).
 """
+
 import glob
 import os
 import shutil

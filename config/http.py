@@ -3,11 +3,13 @@
 Every failure a client can cause is an `ApiError` with a stable code; views
 raise it and `DatabaseErrorMiddleware` turns it into a response.
 """
+
 from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -40,8 +42,11 @@ def unavailable_response(alias: str, retry_after: float = 1.0, reason: str = "")
     if reason:
         extra["reason"] = reason
     return error_response(
-        503, "database_unavailable", f"database {database!r} is unavailable, try again shortly",
-        headers={"Retry-After": str(max(int(retry_after + 0.999), 1))}, **extra,
+        503,
+        "database_unavailable",
+        f"database {database!r} is unavailable, try again shortly",
+        headers={"Retry-After": str(max(int(retry_after + 0.999), 1))},
+        **extra,
     )
 
 
@@ -118,7 +123,9 @@ def token_required(view: Callable | None = None, *, staff: bool = False):
             scheme, _, key = header.partition(" ")
             user = api_token_authenticate(key=key.strip()) if scheme == "Token" and key.strip() else None
             if user is None:
-                return error_response(401, "not_authenticated", "a valid 'Authorization: Token <key>' header is required")
+                return error_response(
+                    401, "not_authenticated", "a valid 'Authorization: Token <key>' header is required"
+                )
             if staff and not user.is_staff:
                 return error_response(403, "forbidden", "staff only")
             request.api_user = user
@@ -160,8 +167,14 @@ def server_error(request) -> HttpResponse:
     return response or error_response(500, "internal_error", "unexpected error")
 
 
-_REASONS = {"57014": "statement_timeout", "25P03": "idle_in_transaction_timeout", "55P03": "lock_timeout",
-            "40001": "conflict", "40P01": "conflict", "25006": "read_only"}
+_REASONS = {
+    "57014": "statement_timeout",
+    "25P03": "idle_in_transaction_timeout",
+    "55P03": "lock_timeout",
+    "40001": "conflict",
+    "40P01": "conflict",
+    "25006": "read_only",
+}
 
 
 def response_for_database_error(exc: BaseException | None) -> HttpResponse | None:

@@ -1,4 +1,5 @@
 """Long admin jobs: a base command that runs on the jobs pools and always closes them."""
+
 from __future__ import annotations
 
 import signal

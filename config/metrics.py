@@ -7,6 +7,7 @@ psycopg_pool's in-process `get_stats()`, copied into gauges and counters by
 `refresh()` (a thread in every worker, once a second, and /metrics itself).
 Request metrics are recorded by `RequestMetricsMiddleware` (config/middleware.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,60 +17,101 @@ import threading
 import time
 
 from django.db.backends.signals import connection_created
-from prometheus_client import (CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram,
-                               generate_latest, multiprocess)
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 1.0
 
 # -- database pools (per alias; gauges summed over live workers) ----------
-POOL_SIZE = Gauge("platform_db_pool_size", "Connections open in the pool (idle + in use)", ["alias"],
-                  multiprocess_mode="livesum")
-POOL_AVAILABLE = Gauge("platform_db_pool_available", "Idle connections ready in the pool", ["alias"],
-                       multiprocess_mode="livesum")
-POOL_WAITING = Gauge("platform_db_pool_waiting", "Requests waiting for a connection", ["alias"],
-                     multiprocess_mode="livesum")
-POOL_MAX = Gauge("platform_db_pool_max_size", "Configured pool max_size (summed: this instance's cap)", ["alias"],
-                 multiprocess_mode="livesum")
+POOL_SIZE = Gauge(
+    "platform_db_pool_size", "Connections open in the pool (idle + in use)", ["alias"], multiprocess_mode="livesum"
+)
+POOL_AVAILABLE = Gauge(
+    "platform_db_pool_available", "Idle connections ready in the pool", ["alias"], multiprocess_mode="livesum"
+)
+POOL_WAITING = Gauge(
+    "platform_db_pool_waiting", "Requests waiting for a connection", ["alias"], multiprocess_mode="livesum"
+)
+POOL_MAX = Gauge(
+    "platform_db_pool_max_size",
+    "Configured pool max_size (summed: this instance's cap)",
+    ["alias"],
+    multiprocess_mode="livesum",
+)
 
 # Counters copied from psycopg_pool's cumulative statistics (key, counter, scale).
 _POOL_COUNTERS = (
     ("requests_num", Counter("platform_db_pool_requests", "Connections requested from the pool", ["alias"]), 1),
-    ("requests_queued", Counter("platform_db_pool_queued", "Requests that had to wait for a connection", ["alias"]),
-     1),
-    ("requests_wait_ms", Counter("platform_db_pool_wait_seconds", "Time spent waiting for a connection",
-                                 ["alias"]), 0.001),
-    ("requests_errors", Counter("platform_db_pool_timeouts",
-                                "Requests that got no connection (pool timeout or waiting queue full)", ["alias"]), 1),
-    ("usage_ms", Counter("platform_db_pool_usage_seconds", "Time connections spent checked out of the pool",
-                         ["alias"]), 0.001),
-    ("connections_num", Counter("platform_db_pool_connections_opened", "Connections opened by the pool",
-                                ["alias"]), 1),
-    ("connections_errors", Counter("platform_db_pool_connection_errors", "Failed attempts to open a connection",
-                                   ["alias"]), 1),
-    ("connections_lost", Counter("platform_db_pool_connections_lost", "Connections found broken by the pool",
-                                 ["alias"]), 1),
+    ("requests_queued", Counter("platform_db_pool_queued", "Requests that had to wait for a connection", ["alias"]), 1),
+    (
+        "requests_wait_ms",
+        Counter("platform_db_pool_wait_seconds", "Time spent waiting for a connection", ["alias"]),
+        0.001,
+    ),
+    (
+        "requests_errors",
+        Counter(
+            "platform_db_pool_timeouts",
+            "Requests that got no connection (pool timeout or waiting queue full)",
+            ["alias"],
+        ),
+        1,
+    ),
+    (
+        "usage_ms",
+        Counter("platform_db_pool_usage_seconds", "Time connections spent checked out of the pool", ["alias"]),
+        0.001,
+    ),
+    ("connections_num", Counter("platform_db_pool_connections_opened", "Connections opened by the pool", ["alias"]), 1),
+    (
+        "connections_errors",
+        Counter("platform_db_pool_connection_errors", "Failed attempts to open a connection", ["alias"]),
+        1,
+    ),
+    (
+        "connections_lost",
+        Counter("platform_db_pool_connections_lost", "Connections found broken by the pool", ["alias"]),
+        1,
+    ),
 )
 
 # -- circuit breakers (config/breaker.py) ----------------------------------
-BREAKER_STATE = Gauge("platform_db_breaker_state",
-                      "Circuit breaker: 1 while open (requests for the alias get 503 at once), worst worker",
-                      ["alias"], multiprocess_mode="livemax")
+BREAKER_STATE = Gauge(
+    "platform_db_breaker_state",
+    "Circuit breaker: 1 while open (requests for the alias get 503 at once), worst worker",
+    ["alias"],
+    multiprocess_mode="livemax",
+)
 BREAKER_OPENED = Counter("platform_db_breaker_opened", "Times the circuit breaker opened", ["alias"])
 
 # -- HTTP --------------------------------------------------------------------
 HTTP_REQUESTS = Counter("platform_http_requests", "HTTP requests by domain and status", ["domain", "status"])
-HTTP_DURATION = Histogram("platform_http_request_duration_seconds", "HTTP request latency by domain and status",
-                          ["domain", "status"],
-                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
-HTTP_DB_UNAVAILABLE = Counter("platform_http_database_unavailable",
-                              "503 database_unavailable answers, by the alias they name", ["alias"])
+HTTP_DURATION = Histogram(
+    "platform_http_request_duration_seconds",
+    "HTTP request latency by domain and status",
+    ["domain", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HTTP_DB_UNAVAILABLE = Counter(
+    "platform_http_database_unavailable", "503 database_unavailable answers, by the alias they name", ["alias"]
+)
 CONNECTION_HOLD = Histogram(
     "platform_db_connection_hold_seconds",
     "Per request and alias: from its first checkout of the alias until the response leaves the middleware "
     "(the connection goes back to the pool right after)",
-    ["route", "alias"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+    ["route", "alias"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 
 # The audit outbox gauges (platform_audit_outbox_*) live in audit/metrics.py,
 # set by the relay when it measures; they are rendered here with the rest.
@@ -185,8 +227,13 @@ def render() -> tuple[bytes, str]:
 
 # -- per-request recording (kept cheap: the API is benchmarked) -------------
 _OPS_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-_DOMAIN_PREFIXES = (("/api/users/", "users"), ("/api/blog/", "blog"), ("/api/market/", "market"),
-                    ("/admin/", "admin"), ("/static/", "static"))
+_DOMAIN_PREFIXES = (
+    ("/api/users/", "users"),
+    ("/api/blog/", "blog"),
+    ("/api/market/", "market"),
+    ("/admin/", "admin"),
+    ("/static/", "static"),
+)
 _request_children: dict[tuple[str, int], tuple] = {}
 _hold_children: dict[tuple[str, str], object] = {}
 _local = threading.local()
@@ -222,8 +269,13 @@ def request_started() -> float:
 
 def request_finished(request, response, started: float) -> None:
     match = request.resolver_match
-    record_request(request.path_info, response.status_code, match.route if match is not None else "unmatched",
-                   started, response=response)
+    record_request(
+        request.path_info,
+        response.status_code,
+        match.route if match is not None else "unmatched",
+        started,
+        response=response,
+    )
 
 
 def record_request(path: str, status: int, route: str, started: float, response=None) -> None:
@@ -236,7 +288,8 @@ def record_request(path: str, status: int, route: str, started: float, response=
     if children is None:
         label = str(status)
         children = _request_children.setdefault(
-            (domain, status), (HTTP_REQUESTS.labels(domain, label), HTTP_DURATION.labels(domain, label)))
+            (domain, status), (HTTP_REQUESTS.labels(domain, label), HTTP_DURATION.labels(domain, label))
+        )
     children[0].inc()
     children[1].observe(end - started)
     held = _local.held

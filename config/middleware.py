@@ -1,4 +1,5 @@
 """Turns API errors and database faults into JSON answers instead of 500s; records request metrics."""
+
 from __future__ import annotations
 
 import logging
@@ -102,8 +103,7 @@ class ReadYourWritesMiddleware:
 
     def __call__(self, request):
         client_lsns = self._read_cookie(request)
-        with replicas.read_scope(replicas=request.method in replicas.SAFE_METHODS,
-                                 client_lsns=client_lsns) as scope:
+        with replicas.read_scope(replicas=request.method in replicas.SAFE_METHODS, client_lsns=client_lsns) as scope:
             response = self.get_response(request)
             lsns = dict(client_lsns)
             for base in sorted(scope.written):
@@ -122,8 +122,13 @@ class ReadYourWritesMiddleware:
         scope = replicas.current_scope()
         alias = getattr(exception, "alias", None) or getattr(exception, "db_alias", None)
         info = settings.DATABASE_ALIASES.get(alias) if isinstance(alias, str) else None
-        if (scope is None or not scope.replicas or info is None or info.kind != "replica"
-                or not isinstance(exception, (DatabaseUnavailable, OperationalError, InterfaceError))):
+        if (
+            scope is None
+            or not scope.replicas
+            or info is None
+            or info.kind != "replica"
+            or not isinstance(exception, (DatabaseUnavailable, OperationalError, InterfaceError))
+        ):
             return None
         replicas.monitor(alias).mark_failed(type(exception).__name__)
         scope.use_primary()
@@ -145,7 +150,7 @@ class ReadYourWritesMiddleware:
         except signing.BadSignature:  # expired or forged: the client only loses the guarantee
             return {}
         out = {}
-        for base, text in (data.items() if isinstance(data, dict) else ()):
+        for base, text in data.items() if isinstance(data, dict) else ():
             if isinstance(base, str) and replicas.has_replica(base) and isinstance(text, str):
                 try:
                     out[base] = replicas.parse_lsn(text)
@@ -165,5 +170,6 @@ class ReadYourWritesMiddleware:
             response.delete_cookie(self.COOKIE, samesite="Lax")
             return
         value = signing.dumps({b: replicas.format_lsn(v) for b, v in sorted(lsns.items())}, salt=self.COOKIE_SALT)
-        response.set_cookie(self.COOKIE, value, max_age=self.COOKIE_MAX_AGE_S, httponly=True, samesite="Lax",
-                            secure=request.is_secure())
+        response.set_cookie(
+            self.COOKIE, value, max_age=self.COOKIE_MAX_AGE_S, httponly=True, samesite="Lax", secure=request.is_secure()
+        )

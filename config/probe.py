@@ -3,6 +3,7 @@
 Used where a pool must not be opened (gunicorn's master at boot) and by
 `dbcheck`. Errors are reduced to libpq's message, which never holds a password.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,8 +35,9 @@ def connect_kwargs(alias: str, *, direct: bool = False) -> dict:
         params.pop(key, None)
     if direct and wrapper.settings_dict.get("DIRECT"):
         d = wrapper.settings_dict["DIRECT"]
-        params.update({"dbname": d["NAME"], "user": d["USER"], "password": d["PASSWORD"], "host": d["HOST"],
-                       "port": d["PORT"]})
+        params.update(
+            {"dbname": d["NAME"], "user": d["USER"], "password": d["PASSWORD"], "host": d["HOST"], "port": d["PORT"]}
+        )
         params = {k: v for k, v in params.items() if v not in ("", None)}
     return params
 

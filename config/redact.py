@@ -7,6 +7,7 @@ variable of a traceback frame. The filter and reporter below mask passwords in
 URLs and libpq conninfo strings anywhere, and every configured database
 password literally, in the finished page too.
 """
+
 from __future__ import annotations
 
 import html

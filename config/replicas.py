@@ -14,6 +14,7 @@ request that needs it; a probe that fails goes through the alias's circuit
 breaker, so a replica that is down is skipped without waiting and comes back by
 itself. See docs/scaling.md.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,9 +43,11 @@ MAX_SAMPLES = 1024
 
 # One round trip: is it a replica, how far has it replayed and received, how old is
 # the last replayed commit, and is it still streaming from its primary.
-PROBE_SQL = (b"SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), pg_last_wal_receive_lsn(),"
-             b" (EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000)::float8,"
-             b" EXISTS (SELECT 1 FROM pg_stat_wal_receiver)")
+PROBE_SQL = (
+    b"SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn(), pg_last_wal_receive_lsn(),"
+    b" (EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000)::float8,"
+    b" EXISTS (SELECT 1 FROM pg_stat_wal_receiver)"
+)
 # The insert position, not pg_current_wal_lsn(): with synchronous_commit=off a
 # committed transaction may not be written out yet, and the replica must reach
 # the end of its commit record before it can show it.
@@ -72,6 +75,7 @@ def format_lsn(value: int) -> str:
 
 # -- refusing writes on replica aliases ------------------------------------------------------------
 
+
 class WriteOnReplica(ProgrammingError):
     """A statement that writes was sent through a replica alias."""
 
@@ -82,8 +86,28 @@ _WRITE_WORD_RE = re.compile(r"\b(INSERT|UPDATE|DELETE|MERGE|TRUNCATE|COPY|CREATE
 _LOCKING_RE = re.compile(r"\bFOR\s+(NO\s+KEY\s+UPDATE|UPDATE|KEY\s+SHARE|SHARE)\b", re.I)
 _INTO_RE = re.compile(r"\bINTO\b", re.I)
 # Statements that never change data (transaction control, cursors, session settings).
-_CONTROL = frozenset({"SHOW", "SAVEPOINT", "RELEASE", "ROLLBACK", "COMMIT", "BEGIN", "START", "END", "ABORT",
-                      "SET", "RESET", "FETCH", "MOVE", "CLOSE", "DISCARD", "DEALLOCATE", "LISTEN", "UNLISTEN"})
+_CONTROL = frozenset(
+    {
+        "SHOW",
+        "SAVEPOINT",
+        "RELEASE",
+        "ROLLBACK",
+        "COMMIT",
+        "BEGIN",
+        "START",
+        "END",
+        "ABORT",
+        "SET",
+        "RESET",
+        "FETCH",
+        "MOVE",
+        "CLOSE",
+        "DISCARD",
+        "DEALLOCATE",
+        "LISTEN",
+        "UNLISTEN",
+    }
+)
 _QUERIES = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "EXPLAIN", "DECLARE"})
 
 
@@ -92,7 +116,7 @@ def _strip(sql: str) -> str:
         m = _COMMENTS_RE.match(sql)
         if not m or not m.group(0):
             break
-        sql = sql[m.end():]
+        sql = sql[m.end() :]
     return sql.lstrip("( \t\r\n")
 
 
@@ -133,11 +157,13 @@ def refuse_writes(execute, sql, params, many, context):
         primary = info.base if info else "the primary"
         raise WriteOnReplica(
             f"refused {statement_kind(sql) or 'a statement'} through read-only replica alias {alias!r}: "
-            f"writes and locking reads go to {primary!r} (router.db_for_write / atomic_for)")
+            f"writes and locking reads go to {primary!r} (router.db_for_write / atomic_for)"
+        )
     return execute(sql, params, many, context)
 
 
 # -- the read scope (one per request) --------------------------------------------------------------
+
 
 @dataclass
 class ReadScope:
@@ -251,6 +277,7 @@ def primary_lsn(base: str) -> int:
 
 # -- replica health --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ReplicaStatus:
     usable: bool
@@ -330,9 +357,13 @@ class ReplicaMonitor:
             row = self._query(direct=recovering)
         except _PoolBusy:  # only when not recovering: the breaker has nothing to learn
             previous = self._status
-            return ReplicaStatus(previous.usable if previous else False, "pool busy",
-                                 previous.replay_lsn if previous else 0, previous.lag_ms if previous else 0.0,
-                                 time.monotonic())
+            return ReplicaStatus(
+                previous.usable if previous else False,
+                "pool busy",
+                previous.replay_lsn if previous else 0,
+                previous.lag_ms if previous else 0.0,
+                time.monotonic(),
+            )
         except Exception as exc:  # any failure: skip the replica, count it against the breaker
             breaker.failure()
             log.warning("replica %s skipped: %s", self.alias, type(exc).__name__)
@@ -381,8 +412,13 @@ class ReplicaMonitor:
             raw = res.get_value(0, col)
             return None if raw is None else raw.decode()
 
-        return (value(0) == "t", _lsn_or_none(value(1)), _lsn_or_none(value(2)),
-                float(value(3)) if value(3) is not None else None, value(4) == "t")
+        return (
+            value(0) == "t",
+            _lsn_or_none(value(1)),
+            _lsn_or_none(value(2)),
+            float(value(3)) if value(3) is not None else None,
+            value(4) == "t",
+        )
 
 
 class _PoolBusy(Exception):

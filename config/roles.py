@@ -15,6 +15,7 @@ Passwords come from environment variables and are sent as SCRAM-SHA-256
 verifiers computed here: the server, its log and the network only ever see the
 verifier, and the session also turns statement logging off.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,8 +24,8 @@ import hmac
 import os
 import secrets
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import psycopg
 from psycopg import sql
@@ -71,21 +72,26 @@ def password_variable(role: str) -> str:
     return f"{role.upper()}_PASSWORD"
 
 
-def provision(conninfo: dict, target: Target, *, passwords: dict[str, str | None],
-              say: Callable[[str], None]) -> None:
+def provision(conninfo: dict, target: Target, *, passwords: dict[str, str | None], say: Callable[[str], None]) -> None:
     """Create or update the roles and privileges of one database; safe to run again."""
     owner, app, db = sql.Identifier(target.owner), sql.Identifier(target.app), sql.Identifier(target.database)
     with psycopg.connect(**{**conninfo, "dbname": target.database}, autocommit=True) as conn:
         # Nothing below may reach the server log with its arguments.
-        for setting in ("SET log_statement = 'none'", "SET log_min_error_statement = 'panic'",
-                        "SET log_min_duration_statement = -1"):
+        for setting in (
+            "SET log_statement = 'none'",
+            "SET log_min_error_statement = 'panic'",
+            "SET log_min_duration_statement = -1",
+        ):
             conn.execute(setting)
         for role, ident in ((target.owner, owner), (target.app, app)):
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
             if not exists:
                 conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
-            conn.execute(sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-                                 "NOBYPASSRLS").format(ident))
+            conn.execute(
+                sql.SQL("ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS").format(
+                    ident
+                )
+            )
             password = passwords.get(role)
             if password:
                 conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(scram_verifier(password))))
@@ -95,29 +101,46 @@ def provision(conninfo: dict, target: Target, *, passwords: dict[str, str | None
         conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, owner))
         conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
         conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(db, app))
-        for name, value in (("statement_timeout", target.statement_timeout_ms),
-                            ("idle_in_transaction_session_timeout", target.idle_in_transaction_timeout_ms)):
-            conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
-                app, db, sql.Identifier(name), sql.Literal(str(value))))
+        for name, value in (
+            ("statement_timeout", target.statement_timeout_ms),
+            ("idle_in_transaction_session_timeout", target.idle_in_transaction_timeout_ms),
+        ):
+            conn.execute(
+                sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
+                    app, db, sql.Identifier(name), sql.Literal(str(value))
+                )
+            )
 
         moved = 0
         for relname, kind in conn.execute(_FOREIGN_RELATIONS, [target.owner]).fetchall():
-            conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(
-                sql.SQL(_ALTER_OWNER[kind]), sql.Identifier("public", relname), owner))
+            conn.execute(
+                sql.SQL("ALTER {} {} OWNER TO {}").format(
+                    sql.SQL(_ALTER_OWNER[kind]), sql.Identifier("public", relname), owner
+                )
+            )
             moved += 1
         conn.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
         conn.execute(sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(owner))
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(app))
         conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}").format(app))
         conn.execute(sql.SQL("GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {}").format(app))
-        conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public "
-                             "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}").format(owner, app))
-        conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public "
-                             "GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {}").format(owner, app))
-    say(f"  database {target.database}: owner {target.owner}, CONNECT only for {target.app} (and the owner), "
+        conn.execute(
+            sql.SQL(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public "
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}"
+            ).format(owner, app)
+        )
+        conn.execute(
+            sql.SQL(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {}"
+            ).format(owner, app)
+        )
+    say(
+        f"  database {target.database}: owner {target.owner}, CONNECT only for {target.app} (and the owner), "
         f"PUBLIC revoked; {moved} existing relation(s) handed to the owner; "
         f"{target.app}: statement_timeout={target.statement_timeout_ms}ms, "
-        f"idle_in_transaction_session_timeout={target.idle_in_transaction_timeout_ms}ms")
+        f"idle_in_transaction_session_timeout={target.idle_in_transaction_timeout_ms}ms"
+    )
 
 
 def passwords_from_env(roles: list[str], overrides: dict[str, str]) -> dict[str, str | None]:

@@ -7,6 +7,7 @@
 - `allow_migrate` answers True or False, never None, and only for primary aliases;
 - relations are allowed only between objects of the same database.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,5 +1,6 @@
 """Reads of the shared database's users for the API (the hottest read path: kept to one
 plain query, no model instances)."""
+
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model

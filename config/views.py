@@ -1,4 +1,5 @@
 """Process-level endpoints: liveness, readiness, metrics; and the shared users API."""
+
 from __future__ import annotations
 
 import hmac
@@ -12,8 +13,8 @@ from django.http import HttpResponse, JsonResponse
 from config.breaker import DatabaseUnavailable, breaker_for
 from config.db_backend.base import check_with_deadline
 from config.http import error_response
-from config.users import user_get_public
 from config.probe import probe
+from config.users import user_get_public
 
 READY_DEADLINE_S = 1.0
 
@@ -68,9 +69,13 @@ def readyz(request):
     futures = {alias: ex.submit(_ready_one, alias) for alias in roles}
     wait(futures.values(), timeout=READY_DEADLINE_S + 0.5)
     ex.shutdown(wait=False)
-    results = {alias: {**(f.result() if f.done() else {"ok": False, "ms": _ms(start), "error": "timeout"}),
-                       "role": roles[alias]}
-               for alias, f in futures.items()}
+    results = {
+        alias: {
+            **(f.result() if f.done() else {"ok": False, "ms": _ms(start), "error": "timeout"}),
+            "role": roles[alias],
+        }
+        for alias, f in futures.items()
+    }
     ok = all(r["ok"] for r in results.values() if r["role"] != "replica")
     return JsonResponse({"status": "ok" if ok else "unavailable", "databases": results}, status=200 if ok else 503)
 
@@ -87,8 +92,12 @@ def metrics(request):
 
     token = settings.ENV["METRICS_TOKEN"]
     if token and not _bearer_matches(request.headers.get("Authorization", ""), token):
-        return error_response(401, "not_authenticated", "GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'",
-                              headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+        return error_response(
+            401,
+            "not_authenticated",
+            "GET /metrics needs 'Authorization: Bearer <METRICS_TOKEN>'",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     body, content_type = m.render()
     return HttpResponse(body, content_type=content_type)
 

@@ -10,6 +10,7 @@ In front of both, the fast lane (config/fastlane.py) answers the hottest reads
 without Django's request path; whatever it does not fully understand falls
 through to the handlers.
 """
+
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")

@@ -4,11 +4,11 @@ Orders and transfers are made by the services (which lock stock and balances),
 so here they are read-only but for an order's status; balances are opening
 balances only: money moves through transfers, never through a form.
 """
+
 from django import forms
 from django.contrib import admin
 
 from audit.admin import AuditHistoryAdminMixin, ReadOnlyAdminMixin
-
 from market.models import Account, Order, OrderLine, Product, Transfer
 
 

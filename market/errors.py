@@ -1,5 +1,6 @@
 """The market's domain failures. Each one knows its HTTP status and stable code
 (they are `ApiError`s), so services raise them and the middleware answers."""
+
 from __future__ import annotations
 
 from typing import Any

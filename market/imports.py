@@ -13,6 +13,7 @@ One run at a time (a session-level advisory lock on the market database). The
 per-row audit capture of `AuditedModel.save` is bypassed: a run records one
 `bulk` audit event with its counts, in the transaction of its last batch.
 """
+
 from __future__ import annotations
 
 import csv
@@ -65,7 +66,7 @@ class ImportRefused(Exception):
 class ImportInterrupted(Exception):
     """Stopped by a signal; the batches committed so far stay (see `result`)."""
 
-    def __init__(self, result: "ImportResult", reason: str):
+    def __init__(self, result: ImportResult, reason: str):
         self.result, self.reason = result, reason
         super().__init__(reason)
 
@@ -88,9 +89,14 @@ class ImportResult:
         return out
 
 
-def product_import(*, path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_SIZE,
-                   progress: Progress | None = None, backend_nice: int = 0,
-                   log: Callable[[str], None] | None = None) -> ImportResult:
+def product_import(
+    *,
+    path: str | os.PathLike,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Progress | None = None,
+    backend_nice: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> ImportResult:
     """Upsert every row of the CSV file at `path` into `Product`, keyed on sku.
 
     `backend_nice`: lower the CPU priority of the run's own database backend by
@@ -108,8 +114,11 @@ def product_import(*, path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_S
     db = router.db_for_write(Product)
     result = ImportResult()
     try:
-        with (_RunLock(db), lowered_backend_priority(db, backend_nice, log or (lambda message: None)),
-              tempfile.TemporaryFile(prefix="import_products-") as spool):
+        with (
+            _RunLock(db),
+            lowered_backend_priority(db, backend_nice, log or (lambda message: None)),
+            tempfile.TemporaryFile(prefix="import_products-") as spool,
+        ):
             started = time.monotonic()
             batches = _validate(db, path, spool, batch_size, result, report)
             result.validate_s = time.monotonic() - started
@@ -125,6 +134,7 @@ def product_import(*, path: str | os.PathLike, batch_size: int = DEFAULT_BATCH_S
 
 
 # The lock ---------------------------------------------------------------------
+
 
 class _RunLock:
     """`pg_try_advisory_lock` for the whole run, on a session that lives as long as the run.
@@ -147,13 +157,15 @@ class _RunLock:
                 raise ImportRefused(
                     f"{prefix}_DATABASE_POOLER=transaction: import_products needs a session-level advisory lock, "
                     f"which a transaction pooler cannot hold; set {prefix}_DATABASE_DIRECT_URL to the database "
-                    f"server itself")
+                    f"server itself"
+                )
             try:
                 self.direct = psycopg.connect(**connect_kwargs(self.db, direct=True), autocommit=True)
             except psycopg.Error as exc:
                 password = wrapper.settings_dict["DIRECT"].get("PASSWORD")
-                raise ImportRefused(f"cannot open the direct connection for the lock: "
-                                    f"{clean_error(exc, password)}") from None
+                raise ImportRefused(
+                    f"cannot open the direct connection for the lock: {clean_error(exc, password)}"
+                ) from None
             got = self.direct.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
         else:
             with wrapper.cursor() as cur:
@@ -161,8 +173,9 @@ class _RunLock:
                 got = cur.fetchone()[0]
         if not got:
             self._close_direct()
-            raise ImportRefused("import_products is already running (another run holds its lock); "
-                                "wait for it to finish")
+            raise ImportRefused(
+                "import_products is already running (another run holds its lock); wait for it to finish"
+            )
         return self
 
     def __exit__(self, *exc_info):
@@ -188,6 +201,7 @@ class _RunLock:
 
 
 # Pass 1: validate and spool -----------------------------------------------------
+
 
 def _open(path: Path):
     # Undecodable bytes become lone surrogates, reported with their line (a strict
@@ -279,8 +293,12 @@ def _row_values(row: list[str], positions: list[int], line: int, name_max: int) 
         raise ImportRejected(line, "name", "must not contain a NUL character")
     if not name or len(name) > name_max:
         raise ImportRejected(line, "name", f"must be non-empty text of at most {name_max} characters")
-    return (sku, name, _int(row[i_price], line, "price_cents", MAX_PRICE_CENTS),
-            _int(row[i_stock], line, "stock", MAX_STOCK))
+    return (
+        sku,
+        name,
+        _int(row[i_price], line, "price_cents", MAX_PRICE_CENTS),
+        _int(row[i_stock], line, "stock", MAX_STOCK),
+    )
 
 
 def _csv_line(sku: str, name: str, price: int, stock: int) -> str:
@@ -293,8 +311,9 @@ class _Undecodable(Exception):
         self.ordinal = ordinal
 
 
-def _validate(db: str, path: Path, spool, batch_size: int, result: ImportResult,
-              report: Progress) -> list[tuple[int, int]]:
+def _validate(
+    db: str, path: Path, spool, batch_size: int, result: ImportResult, report: Progress
+) -> list[tuple[int, int]]:
     """Validate the whole file into `spool`; returns the batches as (spool end offset, rows).
 
     The spool holds one canonical CSV line per row, in the table's column
@@ -354,9 +373,19 @@ def _validate(db: str, path: Path, spool, batch_size: int, result: ImportResult,
                             if len(row) != 4:
                                 _row_values(row, positions, line, name_max)  # raises, naming the column
                             sku, name, price, stock = row[i_sku], row[i_name], row[i_price], row[i_stock]
-                            if (sku_ok(sku) and name and len(name) <= name_max and len(name.strip()) == len(name)
-                                    and "\x00" not in name and price.isdigit() and price.isascii() and len(price) < 13
-                                    and stock.isdigit() and stock.isascii() and len(stock) < 10):
+                            if (
+                                sku_ok(sku)
+                                and name
+                                and len(name) <= name_max
+                                and len(name.strip()) == len(name)
+                                and "\x00" not in name
+                                and price.isdigit()
+                                and price.isascii()
+                                and len(price) < 13
+                                and stock.isdigit()
+                                and stock.isascii()
+                                and len(stock) < 10
+                            ):
                                 # Plainly valid (12 and 9 digits stay below both maxima): no int() needed.
                                 chunk.append(body if canonical else f"{sku},{name},{price},{stock}")
                             else:
@@ -411,8 +440,16 @@ def _spool_chunk(spool, seen, chunk: list[str], skus: list[str], rows_before: in
     return spool.tell()
 
 
-def _raise_first_fault(db: str, path: Path, spool, rejected: ImportRejected | None, undecodable: int | None, *,
-                       before: int, duplicate: bool) -> None:
+def _raise_first_fault(
+    db: str,
+    path: Path,
+    spool,
+    rejected: ImportRejected | None,
+    undecodable: int | None,
+    *,
+    before: int,
+    duplicate: bool,
+) -> None:
     """Raise the first fault of the file in file order: a repeated sku, an undecodable name, a bad row."""
     limit = min(undecodable or before, before)
     if duplicate:
@@ -420,8 +457,9 @@ def _raise_first_fault(db: str, path: Path, spool, rejected: ImportRejected | No
         if found:
             n, sku, first = found
             lines = _line_numbers(path, {n, first})
-            raise ImportRejected(lines[n], "sku", f"{sku!r} already appears on line {lines[first]}; "
-                                                  "each sku may appear once")
+            raise ImportRejected(
+                lines[n], "sku", f"{sku!r} already appears on line {lines[first]}; each sku may appear once"
+            )
     if undecodable is not None and undecodable < before:
         raise ImportRejected(_line_numbers(path, {undecodable})[undecodable], "name", "is not valid UTF-8")
     if rejected is not None:
@@ -434,25 +472,37 @@ def _first_duplicate(db: str, spool, limit: int) -> tuple[int, str, int] | None:
     wrapper = connections[db]
     with transaction.atomic(using=db), wrapper.cursor() as cur:
         _set_timeouts(cur)
-        cur.execute('CREATE TEMP TABLE import_products_rows (n bigint GENERATED ALWAYS AS IDENTITY, '
-                    'sku text COLLATE "C", name text, price_cents text, stock text) ON COMMIT DROP')
+        cur.execute(
+            "CREATE TEMP TABLE import_products_rows (n bigint GENERATED ALWAYS AS IDENTITY, "
+            'sku text COLLATE "C", name text, price_cents text, stock text) ON COMMIT DROP'
+        )
         spool.seek(0)
-        with wrapper.wrap_database_errors, cur.cursor.copy(
-                "COPY import_products_rows (sku, name, price_cents, stock) FROM STDIN (FORMAT csv)") as copy:
+        with (
+            wrapper.wrap_database_errors,
+            cur.cursor.copy(
+                "COPY import_products_rows (sku, name, price_cents, stock) FROM STDIN (FORMAT csv)"
+            ) as copy,
+        ):
             while block := spool.read(1 << 20):
                 copy.write(block)
-        cur.execute("SELECT n, sku, first FROM (SELECT n, sku, min(n) OVER (PARTITION BY sku) AS first"
-                    "  FROM import_products_rows) s WHERE n > first AND n < %s ORDER BY n LIMIT 1", (limit,))
+        cur.execute(
+            "SELECT n, sku, first FROM (SELECT n, sku, min(n) OVER (PARTITION BY sku) AS first"
+            "  FROM import_products_rows) s WHERE n > first AND n < %s ORDER BY n LIMIT 1",
+            (limit,),
+        )
         return cur.fetchone()
 
 
 def _set_timeouts(cur, *, synchronous_commit: bool = True) -> None:
     # Session options do not pass a transaction pooler; SET LOCAL does, and ends with the transaction.
-    cur.execute("SELECT set_config('statement_timeout', %s, true), set_config('synchronous_commit', %s, true)",
-                (str(settings.ENV["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"]), "on" if synchronous_commit else "off"))
+    cur.execute(
+        "SELECT set_config('statement_timeout', %s, true), set_config('synchronous_commit', %s, true)",
+        (str(settings.ENV["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"]), "on" if synchronous_commit else "off"),
+    )
 
 
 # Pass 2: write --------------------------------------------------------------------
+
 
 def _sql(db: str) -> dict[str, str]:
     qn = connections[db].ops.quote_name
@@ -466,7 +516,7 @@ def _sql(db: str) -> dict[str, str]:
         # created/updated come from their database defaults (now()).
         "copy": f"COPY {table} ({cols}) FROM STDIN (FORMAT csv)",
         "stage": "CREATE TEMP TABLE import_products_batch (sku text NOT NULL, name text NOT NULL, "
-                 "price_cents bigint NOT NULL, stock integer NOT NULL) ON COMMIT DROP",
+        "price_cents bigint NOT NULL, stock integer NOT NULL) ON COMMIT DROP",
         "copy_stage": "COPY import_products_batch (sku, name, price_cents, stock) FROM STDIN (FORMAT csv)",
         # A batch is a few thousand key lookups in a table that may hold millions:
         # index probes, never a hash or merge join that reads the whole table per batch.
@@ -524,9 +574,17 @@ def _write(db: str, spool, batches: list[tuple[int, int]], result: ImportResult,
                 unchanged = rows - created - updated
                 fast = created == rows  # no existing sku in this batch: the next one is likely new too
                 if last:
-                    audit_bulk(model_label=Product._meta.label_lower, using=db, counts={
-                        **result.counts(), "created": result.created + created, "updated": result.updated + updated,
-                        "unchanged": result.unchanged + unchanged, "batches": result.batches + 1})
+                    audit_bulk(
+                        model_label=Product._meta.label_lower,
+                        using=db,
+                        counts={
+                            **result.counts(),
+                            "created": result.created + created,
+                            "updated": result.updated + updated,
+                            "unchanged": result.unchanged + unchanged,
+                            "batches": result.batches + 1,
+                        },
+                    )
                 held.hold()  # from the commit to the counts: a signal waits, so the counts stay exact
             result.created += created
             result.updated += updated

@@ -4,6 +4,7 @@ Invariants that money and stock depend on are CHECK constraints, so a bug in
 Python (or another client of these tables) cannot break them silently. Users
 live in the shared database: they are referred to by id, never by a foreign key.
 """
+
 from __future__ import annotations
 
 import re
@@ -78,8 +79,9 @@ class OrderLine(AuditedModel):
         ordering = ["id"]
         constraints = [
             models.CheckConstraint(condition=Q(quantity__gt=0), name="market_orderline_quantity_positive"),
-            models.CheckConstraint(condition=Q(unit_price_cents__gte=0),
-                                   name="market_orderline_unit_price_nonnegative"),
+            models.CheckConstraint(
+                condition=Q(unit_price_cents__gte=0), name="market_orderline_unit_price_nonnegative"
+            ),
             # Duplicate skus in one request are merged into one line.
             models.UniqueConstraint(fields=["order", "product"], name="market_orderline_unique_product"),
         ]
@@ -124,10 +126,12 @@ class Transfer(AuditedModel):
         ordering = ["-id"]
         constraints = [
             models.CheckConstraint(condition=Q(amount_cents__gt=0), name="market_transfer_amount_positive"),
-            models.CheckConstraint(condition=~Q(from_account=F("to_account")),
-                                   name="market_transfer_distinct_accounts"),
-            models.UniqueConstraint(fields=["requester_id", "idempotency_key"],
-                                    name="market_transfer_unique_idempotency_key"),
+            models.CheckConstraint(
+                condition=~Q(from_account=F("to_account")), name="market_transfer_distinct_accounts"
+            ),
+            models.UniqueConstraint(
+                fields=["requester_id", "idempotency_key"], name="market_transfer_unique_idempotency_key"
+            ),
         ]
 
     def __str__(self) -> str:

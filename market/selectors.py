@@ -3,6 +3,7 @@
 The by-key reads are hot paths (benchmarked): one `.values()` query each, no
 model instances, no ordering the unique lookup does not need.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -36,8 +37,11 @@ def product_list(*, limit: int, after: str | None = None) -> tuple[list[dict[str
 
 
 def account_detail(*, account_id: int) -> dict[str, Any]:
-    rows = list(Account.objects.filter(pk=account_id).order_by().values(*ACCOUNT_FIELDS)[:1]) \
-        if 0 < account_id <= MAX_BIGINT else []
+    rows = (
+        list(Account.objects.filter(pk=account_id).order_by().values(*ACCOUNT_FIELDS)[:1])
+        if 0 < account_id <= MAX_BIGINT
+        else []
+    )
     if not rows:
         raise AccountNotFound(f"no account with id {account_id}", account_id=account_id)
     return rows[0]
@@ -49,8 +53,10 @@ def order_as_dict(order: Order, lines: list[OrderLine]) -> dict[str, Any]:
         "buyer_id": order.buyer_id,
         "status": order.status,
         "total_cents": order.total_cents,
-        "lines": [{"sku": line.product.sku, "quantity": line.quantity, "unit_price_cents": line.unit_price_cents}
-                  for line in lines],
+        "lines": [
+            {"sku": line.product.sku, "quantity": line.quantity, "unit_price_cents": line.unit_price_cents}
+            for line in lines
+        ],
         "created_at": order.created_at,
     }
 

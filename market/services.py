@@ -11,6 +11,7 @@ keeps its invariant under any concurrency:
 
 The CHECK constraints in models.py back all of this up in the database.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,7 +27,6 @@ from django.utils import timezone
 
 from audit.capture import audit_relay_after_commit, json_safe
 from audit.context import current_actor
-
 from config.db import atomic_for
 from market.errors import (
     AccountNotFound,
@@ -78,11 +78,13 @@ def _sqlstate(exc: IntegrityError) -> str:
 
 # Products -----------------------------------------------------------------
 
+
 def product_create(*, sku: str, name: str, price_cents: int, stock: int = 0) -> Product:
     """A new product; `SkuExists` when the sku is taken (also when two requests race for it)."""
     if not isinstance(sku, str) or not SKU_RE.match(sku):
-        raise InvalidRequest("sku must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-                             field="sku")
+        raise InvalidRequest(
+            "sku must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", field="sku"
+        )
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise InvalidRequest("name must be a non-empty string of at most 200 characters", field="name")
     _int_in_range(price_cents, "price_cents", minimum=0, maximum=MAX_PRICE_CENTS)
@@ -97,6 +99,7 @@ def product_create(*, sku: str, name: str, price_cents: int, stock: int = 0) -> 
 
 
 # Orders -------------------------------------------------------------------
+
 
 def _merged_items(items: Any) -> dict[str, int]:
     """{sku: quantity}, validated; the same sku twice is one line with the quantities added."""
@@ -140,7 +143,8 @@ def order_create(*, buyer, items: Iterable[Mapping[str, Any]]) -> Order:
             raise ProductNotFound(f"no product with sku {unknown[0]!r}", sku=unknown[0])
         short = [
             {"sku": p.sku, "requested": wanted[p.sku], "available": p.stock}
-            for p in products if p.stock < wanted[p.sku]
+            for p in products
+            if p.stock < wanted[p.sku]
         ]
         if short:
             raise InsufficientStock(f"not enough stock for {short[0]['sku']!r}", items=short)
@@ -152,13 +156,15 @@ def order_create(*, buyer, items: Iterable[Mapping[str, Any]]) -> Order:
         for p in products:
             p.stock -= wanted[p.sku]
             p.save(update_fields=["stock", "updated"])
-            lines.append(OrderLine.objects.create(order=order, product=p, quantity=wanted[p.sku],
-                                                  unit_price_cents=p.price_cents))
+            lines.append(
+                OrderLine.objects.create(order=order, product=p, quantity=wanted[p.sku], unit_price_cents=p.price_cents)
+            )
     order.line_items = lines
     return order
 
 
 # Accounts and transfers ---------------------------------------------------
+
 
 def account_create(*, balance_cents: int, owner_id: int | None = None) -> Account:
     """An account with an opening balance (>= 0)."""
@@ -169,15 +175,19 @@ def account_create(*, balance_cents: int, owner_id: int | None = None) -> Accoun
 
 def transfer_request_hash(*, from_account_id: int, to_account_id: int, amount_cents: int) -> str:
     """sha256 of the canonical request body: the same request always hashes the same."""
-    canonical = json.dumps({"amount_cents": amount_cents, "from_account": from_account_id,
-                            "to_account": to_account_id}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        {"amount_cents": amount_cents, "from_account": from_account_id, "to_account": to_account_id},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _replay(existing: Transfer, request_hash: str) -> tuple[Transfer, bool]:
     if existing.request_hash != request_hash:
-        raise IdempotencyKeyReused("this Idempotency-Key was already used with a different request",
-                                   transfer_id=existing.pk)
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was already used with a different request", transfer_id=existing.pk
+        )
     return existing, False
 
 
@@ -291,12 +301,21 @@ FROM verdict v LEFT JOIN existing x ON true
 """.replace("{outbox}", AuditOutbox._meta.db_table)
 
 
-_TRANSFER_FIELDS = ["id", "from_account_id", "to_account_id", "amount_cents", "requester_id", "idempotency_key",
-                    "request_hash", "created_at"]  # the model's concrete fields, in its order (Model.from_db)
+_TRANSFER_FIELDS = [
+    "id",
+    "from_account_id",
+    "to_account_id",
+    "amount_cents",
+    "requester_id",
+    "idempotency_key",
+    "request_hash",
+    "created_at",
+]  # the model's concrete fields, in its order (Model.from_db)
 
 
-def transfer_create(*, user, from_account_id: int, to_account_id: int, amount_cents: int,
-                    idempotency_key: str) -> tuple[Transfer, bool]:
+def transfer_create(
+    *, user, from_account_id: int, to_account_id: int, amount_cents: int, idempotency_key: str
+) -> tuple[Transfer, bool]:
     """Move `amount_cents` between two accounts; returns (transfer, created).
 
     The same `idempotency_key` (per user) with the same body returns the first
@@ -310,15 +329,18 @@ def transfer_create(*, user, from_account_id: int, to_account_id: int, amount_ce
     is kicked when the caller commits.
     """
     if not isinstance(idempotency_key, str) or not _KEY_RE.match(idempotency_key):
-        raise InvalidRequest(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters",
-                             field="Idempotency-Key")
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters",
+            field="Idempotency-Key",
+        )
     _int_in_range(from_account_id, "from_account", minimum=1, maximum=MAX_BIGINT)
     _int_in_range(to_account_id, "to_account", minimum=1, maximum=MAX_BIGINT)
     _int_in_range(amount_cents, "amount_cents", minimum=1, maximum=MAX_CENTS)
     if from_account_id == to_account_id:
         raise InvalidRequest("from_account and to_account must differ", field="to_account")
-    request_hash = transfer_request_hash(from_account_id=from_account_id, to_account_id=to_account_id,
-                                         amount_cents=amount_cents)
+    request_hash = transfer_request_hash(
+        from_account_id=from_account_id, to_account_id=to_account_id, amount_cents=amount_cents
+    )
     # Fresh reads only: a replica may not have the first copy of this request yet.
     primary = router.db_for_write(Transfer)
 
@@ -328,27 +350,40 @@ def transfer_create(*, user, from_account_id: int, to_account_id: int, amount_ce
     created_at = timezone.now()
     who = current_actor()
     params = {
-        "src": from_account_id, "dst": to_account_id, "amount": amount_cents,
-        "max_target": MAX_CENTS - amount_cents, "requester": user.pk, "staff": bool(user.is_staff),
-        "key": idempotency_key, "hash": request_hash, "created_at": created_at,
-        "actor": who.label, "actor_id": who.id,
-        "event_src": uuid.uuid4(), "event_dst": uuid.uuid4(), "event_transfer": uuid.uuid4(),
+        "src": from_account_id,
+        "dst": to_account_id,
+        "amount": amount_cents,
+        "max_target": MAX_CENTS - amount_cents,
+        "requester": user.pk,
+        "staff": bool(user.is_staff),
+        "key": idempotency_key,
+        "hash": request_hash,
+        "created_at": created_at,
+        "actor": who.label,
+        "actor_id": who.id,
+        "event_src": uuid.uuid4(),
+        "event_dst": uuid.uuid4(),
+        "event_transfer": uuid.uuid4(),
         # The transfer's audit changes, as save() records a create (old None, new as stored).
-        "transfer_changes": json.dumps({
-            "from_account_id": {"old": None, "new": from_account_id},
-            "to_account_id": {"old": None, "new": to_account_id},
-            "amount_cents": {"old": None, "new": amount_cents},
-            "requester_id": {"old": None, "new": user.pk},
-            "idempotency_key": {"old": None, "new": idempotency_key},
-            "request_hash": {"old": None, "new": request_hash},
-            "created_at": {"old": None, "new": json_safe(created_at)},
-        }),
+        "transfer_changes": json.dumps(
+            {
+                "from_account_id": {"old": None, "new": from_account_id},
+                "to_account_id": {"old": None, "new": to_account_id},
+                "amount_cents": {"old": None, "new": amount_cents},
+                "requester_id": {"old": None, "new": user.pk},
+                "idempotency_key": {"old": None, "new": idempotency_key},
+                "request_hash": {"old": None, "new": request_hash},
+                "created_at": {"old": None, "new": json_safe(created_at)},
+            }
+        ),
     }
     connection = connections[primary]
     try:
         # Inside a caller's transaction: a savepoint, so a unique-key failure leaves that transaction usable.
-        with (transaction.atomic(using=primary) if connection.in_atomic_block else contextlib.nullcontext()), \
-                connection.cursor() as cursor:
+        with (
+            transaction.atomic(using=primary) if connection.in_atomic_block else contextlib.nullcontext(),
+            connection.cursor() as cursor,
+        ):
             cursor.execute(_TRANSFER_SQL, params)
             outcome, transfer_id, _, _, *existing = cursor.fetchone()
     except IntegrityError as exc:
@@ -359,14 +394,25 @@ def transfer_create(*, user, from_account_id: int, to_account_id: int, amount_ce
             raise
         existing = same_key()
         if existing is None:  # the unique index only fails us once the winner has committed
-            raise IdempotencyKeyReused("this Idempotency-Key is being used by another request")
+            raise IdempotencyKeyReused("this Idempotency-Key is being used by another request") from None
         return _replay(existing, request_hash)
     if outcome == "ok":
         # Committed already in autocommit (the kick runs at once); in a caller's transaction, on its commit.
         audit_relay_after_commit(primary)
-        return Transfer.from_db(primary, _TRANSFER_FIELDS,
-                                (transfer_id, from_account_id, to_account_id, amount_cents, user.pk,
-                                 idempotency_key, request_hash, created_at)), True
+        return Transfer.from_db(
+            primary,
+            _TRANSFER_FIELDS,
+            (
+                transfer_id,
+                from_account_id,
+                to_account_id,
+                amount_cents,
+                user.pk,
+                idempotency_key,
+                request_hash,
+                created_at,
+            ),
+        ), True
     if outcome == "no_source":
         raise AccountNotFound(f"no account with id {from_account_id}", account_id=from_account_id)
     if outcome == "no_target":

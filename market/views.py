@@ -3,6 +3,7 @@
 Validation of values and every domain failure live in services/selectors
 (`market.errors`, which are `ApiError`s the middleware turns into answers).
 """
+
 from __future__ import annotations
 
 from django.http import JsonResponse
@@ -22,8 +23,9 @@ def _created(data) -> JsonResponse:
 @token_required(staff=True)
 def product_create(request):
     data = json_body(request, required={"sku", "name", "price_cents"}, optional={"stock"})
-    product = services.product_create(sku=data["sku"], name=data["name"], price_cents=data["price_cents"],
-                                      stock=data.get("stock", 0))
+    product = services.product_create(
+        sku=data["sku"], name=data["name"], price_cents=data["price_cents"], stock=data.get("stock", 0)
+    )
     return _created({f: getattr(product, f) for f in selectors.PRODUCT_FIELDS})
 
 
@@ -70,8 +72,11 @@ def transfer_create(request):
         # Required: without a key a retried request after a lost answer would move money twice.
         raise InvalidRequest("an Idempotency-Key header is required", field="Idempotency-Key")
     transfer, created = services.transfer_create(
-        user=request.api_user, from_account_id=data["from_account"], to_account_id=data["to_account"],
-        amount_cents=data["amount_cents"], idempotency_key=key,
+        user=request.api_user,
+        from_account_id=data["from_account"],
+        to_account_id=data["to_account"],
+        amount_cents=data["amount_cents"],
+        idempotency_key=key,
     )
     # A replay answers exactly like the first request did (as Stripe does), flagged by a header.
     response = _created(selectors.transfer_as_dict(transfer))

@@ -10,6 +10,7 @@
 
 Never prints a password.
 """
+
 from __future__ import annotations
 
 import glob
@@ -65,15 +66,21 @@ def configured_urls() -> dict[str, str]:
 
 def server_of(url: str) -> dict:
     u = urlparse(url)
-    return {"host": u.hostname or "", "port": u.port or 5432, "user": u.username or "postgres",
-            "password": u.password or None, "dbname": u.path.lstrip("/")}
+    return {
+        "host": u.hostname or "",
+        "port": u.port or 5432,
+        "user": u.username or "postgres",
+        "password": u.password or None,
+        "dbname": u.path.lstrip("/"),
+    }
 
 
 def reachable(url: str) -> bool:
     s = server_of(url)
     try:
-        with psycopg.connect(host=s["host"], port=s["port"], user=s["user"], password=s["password"],
-                             dbname="postgres", connect_timeout=2):
+        with psycopg.connect(
+            host=s["host"], port=s["port"], user=s["user"], password=s["password"], dbname="postgres", connect_timeout=2
+        ):
             return True
     except psycopg.Error:
         return False
@@ -82,8 +89,15 @@ def reachable(url: str) -> bool:
 def create_databases(urls: dict[str, str]) -> None:
     for key, url in urls.items():
         s = server_of(url)
-        with psycopg.connect(host=s["host"], port=s["port"], user=s["user"], password=s["password"],
-                             dbname="postgres", connect_timeout=5, autocommit=True) as conn:
+        with psycopg.connect(
+            host=s["host"],
+            port=s["port"],
+            user=s["user"],
+            password=s["password"],
+            dbname="postgres",
+            connect_timeout=5,
+            autocommit=True,
+        ) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [s["dbname"]]).fetchone()
             if not exists:
                 conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(s["dbname"])))
@@ -136,9 +150,11 @@ def as_server_user(cmd: list[str]) -> list[str]:
 def start_local_cluster() -> str:
     bindir = pg_bindir()
     if bindir is None:
-        sys.exit("[devdb] no PostgreSQL server is reachable and no server binaries are installed.\n"
-                 "        Install them (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql@15)\n"
-                 "        or set SHARED_DATABASE_URL, BLOG_DATABASE_URL and MARKET_DATABASE_URL in .env.")
+        sys.exit(
+            "[devdb] no PostgreSQL server is reachable and no server binaries are installed.\n"
+            "        Install them (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql@15)\n"
+            "        or set SHARED_DATABASE_URL, BLOG_DATABASE_URL and MARKET_DATABASE_URL in .env."
+        )
     data, run, log = PGDIR / "data", PGDIR / "run", PGDIR / "server.log"
     PGDIR.mkdir(parents=True, exist_ok=True)
     run.mkdir(exist_ok=True)
@@ -150,16 +166,39 @@ def start_local_cluster() -> str:
             shutil.chown(log, "postgres", "postgres")
     if not (data / "PG_VERSION").exists():
         say(f"initialising a local cluster in {data} ({bindir.parent.name})")
-        subprocess.run(as_server_user([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                                       "-E", "UTF8", "--no-instructions"]), check=True, stdout=subprocess.DEVNULL)
-    status = subprocess.run(as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "status"]),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            as_server_user(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-instructions",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    status = subprocess.run(
+        as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "status"]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     port = local_port()
     if status.returncode != 0:
         say(f"starting the local cluster on 127.0.0.1:{port}")
         opts = f"-p {port} -k {run} -c listen_addresses=127.0.0.1 -c max_connections=200"
-        subprocess.run(as_server_user([str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w",
-                                       "-t", "30", "start"]), check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            as_server_user(
+                [str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "30", "start"]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return f"postgres://postgres@127.0.0.1:{port}"
 
 
@@ -184,9 +223,12 @@ def up() -> None:
     local = {f"{p}_DATABASE_URL": f"{server}/platform_{p.lower()}" for p in PREFIXES}
     env_file = ROOT / ".env"
     if not env_file.exists() or env_file.read_text().startswith(GENERATED_MARK):
-        lines = [GENERATED_MARK + " for the local cluster under var/pg; edit freely, or delete to regenerate",
-                 f"DJANGO_SECRET_KEY={secrets.token_urlsafe(48)}", "DJANGO_DEBUG=false",
-                 "DJANGO_ALLOWED_HOSTS=127.0.0.1,localhost"]
+        lines = [
+            GENERATED_MARK + " for the local cluster under var/pg; edit freely, or delete to regenerate",
+            f"DJANGO_SECRET_KEY={secrets.token_urlsafe(48)}",
+            "DJANGO_DEBUG=false",
+            "DJANGO_ALLOWED_HOSTS=127.0.0.1,localhost",
+        ]
         old = read_env_file(env_file)
         if old.get("DJANGO_SECRET_KEY"):
             lines[1] = f"DJANGO_SECRET_KEY={old['DJANGO_SECRET_KEY']}"

@@ -5,6 +5,7 @@ The variables are declared once (with type, default and help); the docs are
 generated so they cannot drift. `--check` exits 1 when either file is stale
 (a test runs it).
 """
+
 from __future__ import annotations
 
 import sys
@@ -46,15 +47,21 @@ def table() -> str:
 
 
 def env_example() -> str:
-    out = ["# Every variable the project reads, with its default. Copy to .env and adjust;",
-           "# real environment variables win over .env. A misspelt name stops every entry point.",
-           "# `make run` / `make test` write a .env for a project-local cluster when there is none.", ""]
+    out = [
+        "# Every variable the project reads, with its default. Copy to .env and adjust;",
+        "# real environment variables win over .env. A misspelt name stops every entry point.",
+        "# `make run` / `make test` write a .env for a project-local cluster when there is none.",
+        "",
+    ]
     for domain in TOPOLOGY:
         out.append(f"# --- database `{domain.alias}` (apps: {', '.join(domain.apps)}) ---")
         for v in domain_vars(domain.prefix):
             out.append(f"# {v.help} ({_kind(v)})")
-            value = (f"postgres://postgres@127.0.0.1:5432/platform_{domain.prefix.lower()}"
-                     if v.name.endswith("_DATABASE_URL") and v.required else _default(v))
+            value = (
+                f"postgres://postgres@127.0.0.1:5432/platform_{domain.prefix.lower()}"
+                if v.name.endswith("_DATABASE_URL") and v.required
+                else _default(v)
+            )
             out.append(f"{v.name}={value}" if value else f"# {v.name}=")
         out.append("")
     out.append("# --- jobs pools, breaker, Django, web server ---")

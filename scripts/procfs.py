@@ -1,4 +1,5 @@
 """What /proc says about processes and their TCP sockets (Linux); used by the bench and the tests."""
+
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ def stat_fields(pid: int | str) -> list[str]:
     """/proc/<pid>/stat after "pid (comm) ": fields[1] is the parent, [2] the process group,
     [11]/[12] user/system CPU ticks. OSError when the process is gone."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2:].split()
+    return stat[stat.rindex(")") + 2 :].split()
 
 
 def pids() -> list[int]:

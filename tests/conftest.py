@@ -4,6 +4,7 @@ Pools are closed before pytest-django drops the test databases (a pool left
 open, mirrors included, would keep a database from being dropped), and every
 circuit breaker starts closed.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,15 @@ def project_env(**overrides: str | None) -> dict[str, str]:
 
 def manage(*args: str, env: dict | None = None, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
     """Run `manage.py` as a user would, in a fresh process."""
-    return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=env or project_env(),
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        env=env or project_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 @pytest.fixture

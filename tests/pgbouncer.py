@@ -9,6 +9,7 @@ Transaction pooling, trust auth for the test user, and no
 the startup packet PgBouncer does not track (no libpq `options`). Runs as
 `postgres` when the tests run as root, because pgbouncer refuses root.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,9 +33,17 @@ def pgbouncer_binary() -> str:
 
 
 class PgBouncer:
-    def __init__(self, *, upstream_port: int, upstream_host: str = "127.0.0.1", pool_mode: str = "transaction",
-                 pool_size: int = 4, max_client_conn: int = 200, user: str = "postgres",
-                 extra: dict[str, str] | None = None):
+    def __init__(
+        self,
+        *,
+        upstream_port: int,
+        upstream_host: str = "127.0.0.1",
+        pool_mode: str = "transaction",
+        pool_size: int = 4,
+        max_client_conn: int = 200,
+        user: str = "postgres",
+        extra: dict[str, str] | None = None,
+    ):
         self.port = free_port()
         self.user = user
         self.root = Path(tempfile.mkdtemp(prefix="pgbouncer-test-"))
@@ -63,8 +72,13 @@ class PgBouncer:
 
     def write_config(self) -> Path:
         ini = self.root / "pgbouncer.ini"
-        lines = ["[databases]", *(f"{k} = {v}" for k, v in self.databases.items()), "", "[pgbouncer]",
-                 *(f"{k} = {v}" for k, v in self.settings.items())]
+        lines = [
+            "[databases]",
+            *(f"{k} = {v}" for k, v in self.databases.items()),
+            "",
+            "[pgbouncer]",
+            *(f"{k} = {v}" for k, v in self.settings.items()),
+        ]
         ini.write_text("\n".join(lines) + "\n")
         (self.root / "userlist.txt").write_text(f'"{self.user}" ""\n')
         if IS_ROOT:
@@ -72,10 +86,14 @@ class PgBouncer:
                 shutil.chown(path, "postgres", "postgres")
         return ini
 
-    def start(self) -> "PgBouncer":
+    def start(self) -> PgBouncer:
         ini = self.write_config()
-        self.proc = subprocess.Popen(as_postgres([pgbouncer_binary(), str(ini)]), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            as_postgres([pgbouncer_binary(), str(ini)]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         wait_for(self._ready, timeout=30, what=f"pgbouncer on port {self.port}")
         return self
 
@@ -119,8 +137,15 @@ class PgBouncer:
         return f"postgres://{self.user}@127.0.0.1:{self.port}/{dbname}"
 
     def connect(self, dbname: str, **kwargs) -> psycopg.Connection:
-        return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, dbname=dbname, autocommit=True,
-                               connect_timeout=2, **kwargs)
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=self.user,
+            dbname=dbname,
+            autocommit=True,
+            connect_timeout=2,
+            **kwargs,
+        )
 
     def admin(self) -> psycopg.Connection:
         # The console speaks only the simple query protocol.

@@ -5,6 +5,7 @@ free loopback port, run as `postgres` when the tests run as root. Faults are
 real too: `hang()` SIGSTOPs the postmaster and every backend, `crash()`
 SIGKILLs the postmaster, `stop()`/`start()`/`restart()` go through pg_ctl.
 """
+
 from __future__ import annotations
 
 import glob
@@ -84,36 +85,67 @@ def _gone(pid: int) -> bool:
 
 
 class PgCluster:
-    def __init__(self, name: str = "pg", *, port: int | None = None, settings: dict[str, str] | None = None,
-                 root: Path | None = None, initdb: bool = True):
+    def __init__(
+        self,
+        name: str = "pg",
+        *,
+        port: int | None = None,
+        settings: dict[str, str] | None = None,
+        root: Path | None = None,
+        initdb: bool = True,
+    ):
         self.name = name
         self.port = port or free_port()
         self.root = Path(root or tempfile.mkdtemp(prefix=f"pgtest-{name}-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
-        self.settings = {"listen_addresses": "127.0.0.1", "max_connections": "100", "fsync": "off",
-                         "synchronous_commit": "off", "full_page_writes": "off", "unix_socket_directories": str(self.root),
-                         **(settings or {})}
+        self.settings = {
+            "listen_addresses": "127.0.0.1",
+            "max_connections": "100",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "unix_socket_directories": str(self.root),
+            **(settings or {}),
+        }
         os.chmod(self.root, 0o755)
         if IS_ROOT:
             shutil.chown(self.root, "postgres", "postgres")
         if initdb:
-            subprocess.run(as_postgres([str(BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
-                                        "-E", "UTF8", "--no-instructions"]), check=True, capture_output=True)
+            subprocess.run(
+                as_postgres(
+                    [
+                        str(BIN / "initdb"),
+                        "-D",
+                        str(self.data),
+                        "-U",
+                        "postgres",
+                        "--auth=trust",
+                        "-E",
+                        "UTF8",
+                        "--no-instructions",
+                    ]
+                ),
+                check=True,
+                capture_output=True,
+            )
 
     # -- lifecycle -----------------------------------------------------
     def write_conf(self, extra: dict[str, str] | None = None) -> None:
         self.settings.update(extra or {})
         lines = [f"{k} = '{v}'" for k, v in self.settings.items()] + [f"port = {self.port}"]
         auto = self.data / "postgresql.auto.conf"
-        subprocess.run(as_postgres(["sh", "-c", f"cat > {auto}"]), input="\n".join(lines) + "\n", text=True,
-                       check=True)
+        subprocess.run(as_postgres(["sh", "-c", f"cat > {auto}"]), input="\n".join(lines) + "\n", text=True, check=True)
 
     def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(as_postgres([str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), *args]),
-                              capture_output=True, text=True, check=check)
+        return subprocess.run(
+            as_postgres([str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), *args]),
+            capture_output=True,
+            text=True,
+            check=check,
+        )
 
-    def start(self) -> "PgCluster":
+    def start(self) -> PgCluster:
         self.write_conf()
         self.pg_ctl("-w", "-t", "60", "start")
         wait_for(self.is_ready, what=f"cluster {self.name} to accept connections")
@@ -179,8 +211,9 @@ class PgCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- access --------------------------------------------------------
-    def url(self, dbname: str = "postgres", user: str = "postgres", password: str | None = None,
-            host: str = "127.0.0.1") -> str:
+    def url(
+        self, dbname: str = "postgres", user: str = "postgres", password: str | None = None, host: str = "127.0.0.1"
+    ) -> str:
         auth = f"{user}:{password}@" if password else f"{user}@"
         return f"postgres://{auth}{host}:{self.port}/{dbname}"
 
@@ -206,12 +239,31 @@ class PgCluster:
         self.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)).as_string(None))
         return self.url(name)
 
-    def replica(self, name: str = "replica", settings: dict[str, str] | None = None) -> "PgCluster":
+    def replica(self, name: str = "replica", settings: dict[str, str] | None = None) -> PgCluster:
         """A streaming replica of this cluster, made with `pg_basebackup -R` and started."""
         rep = PgCluster(name, settings=settings, initdb=False)
-        subprocess.run(as_postgres([str(BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
-                                    "postgres", "-D", str(rep.data), "-R", "-X", "stream", "-c", "fast"]), check=True,
-                       capture_output=True)
+        subprocess.run(
+            as_postgres(
+                [
+                    str(BIN / "pg_basebackup"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    "-D",
+                    str(rep.data),
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
         rep.settings["hot_standby"] = "on"
         # `-R` put primary_conninfo in postgresql.auto.conf, which write_conf() rewrites: keep it.
         for line in (rep.data / "postgresql.auto.conf").read_text().splitlines():

@@ -1,8 +1,9 @@
 """Real server processes for tests: gunicorn with the project's config, on a free port.
 
-    with Gunicorn(env).running() as server:
-        requests to server.url("/healthz")
+with Gunicorn(env).running() as server:
+    requests to server.url("/healthz")
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,8 +24,11 @@ GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 
 def cluster_env(urls: dict[str, str], **extra: str) -> dict[str, str]:
     """A clean environment for a project subprocess pointed at `urls` ({"SHARED": url, "BLOG": url, ...})."""
-    env = {k: v for k, v in os.environ.items()
-           if "_DATABASE_" not in k and not k.startswith(("DJANGO_SETTINGS", "WEB_", "PORT", "APP_ROLE"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if "_DATABASE_" not in k and not k.startswith(("DJANGO_SETTINGS", "WEB_", "PORT", "APP_ROLE"))
+    }
     env.setdefault("DJANGO_SECRET_KEY", "test-secret-key-for-subprocesses-only")
     for prefix, url in urls.items():
         env[f"{prefix}_DATABASE_URL"] = url
@@ -33,16 +37,25 @@ def cluster_env(urls: dict[str, str], **extra: str) -> dict[str, str]:
 
 
 def migrate(env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "manage.py", "migrate_all"], cwd=ROOT, env=env, check=True,
-                   capture_output=True, text=True, timeout=180)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate_all"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
-def http(method: str, url: str, body: dict | None = None, headers: dict | None = None,
-         timeout: float = 10) -> tuple[int, dict | str, dict]:
+def http(
+    method: str, url: str, body: dict | None = None, headers: dict | None = None, timeout: float = 10
+) -> tuple[int, dict | str, dict]:
     """One request; returns (status, parsed JSON or text, headers). Never raises on HTTP errors."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json",
-                                                                           **(headers or {})})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status, raw, hdrs = resp.status, resp.read(), dict(resp.headers)
@@ -65,10 +78,16 @@ class Gunicorn:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def start(self, wait: bool = True) -> "Gunicorn":
+    def start(self, wait: bool = True) -> Gunicorn:
         self.log = open(self.log_path, "w+")
-        self.proc = subprocess.Popen([GUNICORN, "-c", "config/gunicorn.conf.py", *self.args], cwd=ROOT, env=self.env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [GUNICORN, "-c", "config/gunicorn.conf.py", *self.args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         if wait:
             wait_for(self._healthy, timeout=60, what=f"gunicorn on port {self.port}")
         return self

@@ -22,6 +22,7 @@ Writes bench/results/faults-<time>.json; exit 1 when a target is missed.
 Knobs: BENCH_WARMUP (3), BENCH_BEFORE (10), BENCH_HANG (10), BENCH_AFTER (6),
 BENCH_BLOG_CLIENTS (6), BENCH_MARKET_RATE (40), BENCH_WORKERS (2).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -34,19 +35,23 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.pgcluster import PgCluster  # noqa: E402
-from tests.servers import Gunicorn, cluster_env, migrate
+from tests.servers import Gunicorn, cluster_env, migrate  # noqa: E402
 from tests.servers import http as http_json  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-TARGETS = {"blog_ratio": (">=", 0.9), "market_503_p50_ms": ("<=", 50.0), "first_success_s": ("<=", 1.0),
-           "http_500": ("==", 0)}
+TARGETS = {
+    "blog_ratio": (">=", 0.9),
+    "market_503_p50_ms": ("<=", 50.0),
+    "first_success_s": ("<=", 1.0),
+    "http_500": ("==", 0),
+}
 
 
 def knob(name: str, default: float) -> float:
@@ -99,33 +104,49 @@ def request(conn_holder: dict, port: int, path: str) -> tuple[int, str]:
 
 def seed(env: dict, server: Gunicorn) -> str:
     def manage(*args):
-        out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        )
         return out.stdout
 
     manage("createsuperuser", "--noinput", "--username", "benchstaff", "--email", "bench@example.com")
     token = manage("create_api_token", "benchstaff").strip().splitlines()[-1]
     auth = {"Authorization": f"Token {token}"}
-    status, body, _ = http_json("POST", server.url("/api/market/products"),
-                           {"sku": "BENCH-1", "name": "Bench", "price_cents": 100, "stock": 10}, headers=auth)
+    status, body, _ = http_json(
+        "POST",
+        server.url("/api/market/products"),
+        {"sku": "BENCH-1", "name": "Bench", "price_cents": 100, "stock": 10},
+        headers=auth,
+    )
     assert status == 201, body
     for i in range(20):
-        status, body, _ = http_json("POST", server.url("/api/blog/posts"),
-                               {"title": f"Post {i}", "body": "text " * 50, "status": "published"}, headers=auth)
+        status, body, _ = http_json(
+            "POST",
+            server.url("/api/blog/posts"),
+            {"title": f"Post {i}", "body": "text " * 50, "status": "published"},
+            headers=auth,
+        )
         assert status == 201, body
     return "BENCH-1"
 
 
 def run() -> dict:
-    warmup, before, hang, after = (knob("BENCH_WARMUP", 3), knob("BENCH_BEFORE", 10), knob("BENCH_HANG", 10),
-                                   knob("BENCH_AFTER", 6))
+    warmup, before, hang, after = (
+        knob("BENCH_WARMUP", 3),
+        knob("BENCH_BEFORE", 10),
+        knob("BENCH_HANG", 10),
+        knob("BENCH_AFTER", 6),
+    )
     blog_clients, market_rate = int(knob("BENCH_BLOG_CLIENTS", 6)), knob("BENCH_MARKET_RATE", 40)
     workers = int(knob("BENCH_WORKERS", 2))
     main, market = PgCluster("bench-main").start(), PgCluster("bench-market").start()
     server = None
     try:
-        urls = {"SHARED": main.create_database("bench_shared"), "BLOG": main.create_database("bench_blog"),
-                "MARKET": market.create_database("bench_market")}
+        urls = {
+            "SHARED": main.create_database("bench_shared"),
+            "BLOG": main.create_database("bench_blog"),
+            "MARKET": market.create_database("bench_market"),
+        }
         env = cluster_env(urls)
         migrate(env)
         server = Gunicorn(env, workers=workers, threads=int(env.get("WEB_THREADS", 8))).start()
@@ -174,9 +195,20 @@ def run() -> dict:
         for t in threads:
             t.join(40)
         pool.shutdown(wait=True)
-        return analyse(rec.answers, marks, config={
-            "workers": workers, "threads": int(env.get("WEB_THREADS", 8)), "blog_clients": blog_clients,
-            "market_rate": market_rate, "warmup_s": warmup, "before_s": before, "hang_s": hang, "after_s": after})
+        return analyse(
+            rec.answers,
+            marks,
+            config={
+                "workers": workers,
+                "threads": int(env.get("WEB_THREADS", 8)),
+                "blog_clients": blog_clients,
+                "market_rate": market_rate,
+                "warmup_s": warmup,
+                "before_s": before,
+                "hang_s": hang,
+                "after_s": after,
+            },
+        )
     finally:
         if server is not None:
             server.stop()
@@ -191,8 +223,9 @@ def analyse(answers: list[Answer], marks: dict, config: dict) -> dict:
     ok_before = sum(1 for a in blog if a.status == 200 and start <= a.done < hang)
     ok_during = sum(1 for a in blog if a.status == 200 and hang <= a.done < resume)
     opened = min((a.done for a in market if a.reason == "breaker_open" and a.done >= hang), default=None)
-    fast = sorted((a.done - a.sent) * 1000 for a in market
-                  if a.status == 503 and opened is not None and opened <= a.sent < resume)
+    fast = sorted(
+        (a.done - a.sent) * 1000 for a in market if a.status == 503 and opened is not None and opened <= a.sent < resume
+    )
     first_ok = min((a.done for a in market if a.status == 200 and a.done >= resume), default=None)
     counts: dict[str, dict[str, int]] = {}
     for a in answers:
@@ -207,8 +240,9 @@ def analyse(answers: list[Answer], marks: dict, config: dict) -> dict:
         "blog_rps_during_hang": round(blog_during_rps, 1),
         "blog_ratio": round(blog_during_rps / blog_before_rps, 3) if blog_before_rps else 0.0,
         "blog_non_200_during_hang": sum(1 for a in blog if a.status != 200 and hang <= a.done < resume),
-        "market_p50_before_ms": round(statistics.median(
-            (a.done - a.sent) * 1000 for a in market if a.status == 200 and start <= a.done < hang), 2),
+        "market_p50_before_ms": round(
+            statistics.median((a.done - a.sent) * 1000 for a in market if a.status == 200 and start <= a.done < hang), 2
+        ),
         "breaker_open_after_s": round(opened - hang, 2) if opened else None,
         "market_503_p50_ms": round(statistics.median(fast), 2) if fast else None,
         "market_503_p95_ms": round(fast[int(len(fast) * 0.95) - 1], 2) if fast else None,
@@ -223,12 +257,18 @@ def analyse(answers: list[Answer], marks: dict, config: dict) -> dict:
     for second in range(int(start - hang) - 1, int(end - hang) + 1):
         lo, hi = hang + second, hang + second + 1
         bucket = [a for a in answers if lo <= a.done < hi]
-        timeline.append({"t": second, "blog_200": sum(1 for a in bucket if a.kind == "blog" and a.status == 200),
-                         "market_200": sum(1 for a in bucket if a.kind == "market" and a.status == 200),
-                         "market_503": sum(1 for a in bucket if a.kind == "market" and a.status == 503)})
+        timeline.append(
+            {
+                "t": second,
+                "blog_200": sum(1 for a in bucket if a.kind == "blog" and a.status == 200),
+                "market_200": sum(1 for a in bucket if a.kind == "market" and a.status == 200),
+                "market_503": sum(1 for a in bucket if a.kind == "market" and a.status == 503),
+            }
+        )
     result["timeline"] = timeline
-    result["targets"] = {k: {"target": f"{op} {v}", "met": _met(result.get(k), op, v)}
-                         for k, (op, v) in TARGETS.items()}
+    result["targets"] = {
+        k: {"target": f"{op} {v}", "met": _met(result.get(k), op, v)} for k, (op, v) in TARGETS.items()
+    }
     return result
 
 

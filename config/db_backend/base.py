@@ -10,6 +10,7 @@
 - every database error carries the alias it came from, so the HTTP layer can
   answer `503 database_unavailable` naming it.
 """
+
 from __future__ import annotations
 
 import select
@@ -21,14 +22,17 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError
 from django.db.backends.postgresql import base as pg
 from django.db.utils import DatabaseErrorWrapper
 from psycopg import generators, pq
-from psycopg_pool import PoolTimeout, TooManyRequests
 from psycopg.waiting import Ready, Wait
+from psycopg_pool import PoolTimeout, TooManyRequests
 
 from config.breaker import DatabaseUnavailable, breaker_for
 from config.db_backend.guard import guard, socket_identity
 
-_EVENTS = {Wait.R: selectors.EVENT_READ, Wait.W: selectors.EVENT_WRITE,
-           Wait.RW: selectors.EVENT_READ | selectors.EVENT_WRITE}
+_EVENTS = {
+    Wait.R: selectors.EVENT_READ,
+    Wait.W: selectors.EVENT_WRITE,
+    Wait.RW: selectors.EVENT_READ | selectors.EVENT_WRITE,
+}
 
 
 def check_with_deadline(conn: psycopg.Connection, timeout: float, query: bytes = b"") -> list:

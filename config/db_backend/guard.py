@@ -11,6 +11,7 @@
   network is gone): its socket is shut down, so the waiting thread gets a
   connection error (503) instead of blocking until gunicorn kills the worker.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,9 @@ class Guard:
         now = time.monotonic() if now is None else now
         return sum(1 for c in list(self._calls) if c.alias == alias and now - c.started >= SLOW_CALL_S)
 
-    def call(self, alias: str, *, limit: int = 0, sock: tuple[int, int, int] | None = None,
-             timeout: float | None = None) -> "_Registered":
+    def call(
+        self, alias: str, *, limit: int = 0, sock: tuple[int, int, int] | None = None, timeout: float | None = None
+    ) -> _Registered:
         """Register a blocking call (use as `with guard.call(...):`); refuse it when the alias's
         bulkhead is full. A plain context manager object: this runs twice per request."""
         if self._pid != os.getpid():  # forked: the parent's calls and thread are not ours
@@ -86,8 +88,10 @@ class Guard:
                         c.killed = True
                         if _shutdown(c.sock):
                             self.kills += 1
-                            log.warning("database %r did not answer a statement within its timeout plus grace: "
-                                        "connection cut", c.alias)
+                            log.warning(
+                                "database %r did not answer a statement within its timeout plus grace: connection cut",
+                                c.alias,
+                            )
 
 
 class _Registered:

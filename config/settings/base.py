@@ -1,6 +1,7 @@
 """Production settings. Everything variable comes from the environment through
 config/env.py and the topology in config/databases.py; a bad value stops the
 process here, before anything else runs."""
+
 from config import databases as topology
 from config.env import BASE_DIR, ConfigError, fail, read_dotenv
 from config.redact import redact_url

@@ -1,4 +1,5 @@
 """Test settings: production settings with a fast password hasher."""
+
 from config.settings.base import *  # noqa: F401,F403
 
 PASSWORD_HASHERS = [

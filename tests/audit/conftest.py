@@ -2,6 +2,7 @@
 its own cluster (so it can be stopped), blog and market in a second one. It is
 migrated once per session; each test starts with empty outboxes and trail.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -30,15 +31,27 @@ class Stack:
         return cluster.execute(query, params, dbname=db)
 
     def manage(self, *args: str, timeout: float = 120, check: bool = True, **env) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env={**self.env, **env},
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"manage.py {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
         return result
 
     def popen(self, *args: str, stderr=subprocess.PIPE) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, text=True,
-                                stdout=subprocess.PIPE, stderr=stderr)
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
         self.procs.append(proc)
         return proc
 
@@ -54,8 +67,11 @@ class Stack:
         return self.manage("shell", "--no-imports", "-c", code, **kwargs)
 
     def audit_rows(self, where: str = "TRUE") -> list[tuple]:
-        return self.sql("shared", f"SELECT id, action, model, object_pk, actor, actor_id, changes, database "
-                                  f"FROM audit_auditevent WHERE {where} ORDER BY occurred_at, id")
+        return self.sql(
+            "shared",
+            f"SELECT id, action, model, object_pk, actor, actor_id, changes, database "
+            f"FROM audit_auditevent WHERE {where} ORDER BY occurred_at, id",
+        )
 
     def outbox_ids(self) -> set:
         ids = set()
@@ -66,9 +82,13 @@ class Stack:
     def pending_outbox(self, db: str, n: int, *, model: str = "market.product") -> set:
         """Insert `n` outbox rows straight into `db` (as many writes would have); returns their event ids."""
         table = f"{db}_auditoutbox"
-        rows = self.sql(db, f"INSERT INTO {table} (event_id, occurred_at, actor, action, model, object_pk, changes) "
-                            f"SELECT gen_random_uuid(), now() + g * interval '1 microsecond', 'test', 'create', "
-                            f"%s, g::text, '{{}}' FROM generate_series(1, %s) g RETURNING event_id", (model, n))
+        rows = self.sql(
+            db,
+            f"INSERT INTO {table} (event_id, occurred_at, actor, action, model, object_pk, changes) "
+            f"SELECT gen_random_uuid(), now() + g * interval '1 microsecond', 'test', 'create', "
+            f"%s, g::text, '{{}}' FROM generate_series(1, %s) g RETURNING event_id",
+            (model, n),
+        )
         return {r[0] for r in rows}
 
 
@@ -80,9 +100,15 @@ def audit_stack_session():
         shared.create_database("shared")
         domain.create_database("blog")
         domain.create_database("market")
-        env = cluster_env({"SHARED": shared.url("shared", password=SHARED_PASSWORD), "BLOG": domain.url("blog"),
-                           "MARKET": domain.url("market")},
-                          SHARED_DATABASE_CONNECT_TIMEOUT="1", DATABASE_BREAKER_OPEN_SECONDS="0.5")
+        env = cluster_env(
+            {
+                "SHARED": shared.url("shared", password=SHARED_PASSWORD),
+                "BLOG": domain.url("blog"),
+                "MARKET": domain.url("market"),
+            },
+            SHARED_DATABASE_CONNECT_TIMEOUT="1",
+            DATABASE_BREAKER_OPEN_SECONDS="0.5",
+        )
         migrate(env)
         yield Stack(shared, domain, env)
     finally:
@@ -98,8 +124,14 @@ def stack(audit_stack_session):
         s.shared.start()
     s.sql("shared", "TRUNCATE audit_auditevent")
     for db in ("blog", "market"):
-        tables = [r[0] for r in s.sql(db, "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
-                                          "AND tablename <> 'django_migrations'")]
+        tables = [
+            r[0]
+            for r in s.sql(
+                db,
+                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename <> 'django_migrations'",
+            )
+        ]
         s.sql(db, f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
     yield s
     s.kill_all()

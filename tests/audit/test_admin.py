@@ -1,5 +1,6 @@
 """The audit trail in the admin (read-only, filterable, linked from objects) and
 admin writes: each add, change and delete is one event naming the admin user."""
+
 from __future__ import annotations
 
 import uuid
@@ -23,8 +24,16 @@ CHANGELIST = "/admin/audit/auditevent/"
 
 
 def event(**kw) -> AuditEvent:
-    values = {"id": uuid.uuid4(), "occurred_at": timezone.now(), "database": "market", "action": "update",
-              "model": "market.product", "object_pk": "12", "actor": "alice", **kw}
+    values = {
+        "id": uuid.uuid4(),
+        "occurred_at": timezone.now(),
+        "database": "market",
+        "action": "update",
+        "model": "market.product",
+        "object_pk": "12",
+        "actor": "alice",
+        **kw,
+    }
     return AuditEvent.objects.create(**values)
 
 
@@ -40,7 +49,9 @@ def test_audit_events_are_read_only_even_for_superusers(admin_client):
     assert admin_client.post(f"{CHANGELIST}{e.pk}/change/", {"actor": "mallory"}).status_code == 403
     assert admin_client.post(f"{CHANGELIST}{e.pk}/delete/", {"post": "yes"}).status_code == 403
     assert admin_client.post(CHANGELIST, {"action": "delete_selected", "_selected_action": [e.pk]}).status_code in (
-        200, 302)
+        200,
+        302,
+    )
     assert AuditEvent.objects.get(pk=e.pk).actor == "alice"
 
 
@@ -84,8 +95,10 @@ def test_admin_add_change_delete_are_one_event_each_naming_the_admin(admin_clien
 
     rows = list(MarketOutbox.objects.using("market").order_by("id"))
     assert [(r.action, r.model, r.object_pk) for r in rows] == [
-        ("create", "market.product", str(p.pk)), ("update", "market.product", str(p.pk)),
-        ("delete", "market.product", str(p.pk))]
+        ("create", "market.product", str(p.pk)),
+        ("update", "market.product", str(p.pk)),
+        ("delete", "market.product", str(p.pk)),
+    ]
     assert {(r.actor, r.actor_id) for r in rows} == {(admin_user.username, admin_user.pk)}
     assert rows[0].changes["name"] == {"old": None, "new": "Chair"}
     assert rows[1].changes["name"] == {"old": "Chair", "new": "Armchair"}
@@ -95,12 +108,22 @@ def test_admin_add_change_delete_are_one_event_each_naming_the_admin(admin_clien
 def test_admin_post_with_tags_is_one_event(admin_client, admin_user):
     tag = Tag.objects.create(name="news", slug="news")
     BlogOutbox.objects.using("blog").all().delete()
-    form = {"title": "Hello", "body": "Text", "status": "draft", "author_id": str(admin_user.pk),
-            "tags": [str(tag.pk)], "_save": "Save"}
+    form = {
+        "title": "Hello",
+        "body": "Text",
+        "status": "draft",
+        "author_id": str(admin_user.pk),
+        "tags": [str(tag.pk)],
+        "_save": "Save",
+    }
     response = admin_client.post("/admin/blog/post/add/", form)
     assert response.status_code == 302, response.content.decode()[:2000]
     post = Post.objects.get(title="Hello")
     (row,) = BlogOutbox.objects.using("blog").all()
-    assert (row.action, row.model, row.object_pk, row.actor) == ("create", "blog.post", str(post.pk),
-                                                                  admin_user.username)
+    assert (row.action, row.model, row.object_pk, row.actor) == (
+        "create",
+        "blog.post",
+        str(post.pk),
+        admin_user.username,
+    )
     assert row.changes["title"]["new"] == "Hello" and row.changes["tags"] == {"old": [], "new": [tag.pk]}

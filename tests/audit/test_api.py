@@ -1,6 +1,7 @@
 """Writes through the HTTP API of a real gunicorn: each change is exactly one audit
 event in the shared database, naming the token's user, delivered by the server
 itself shortly after the commit (no sweeper runs here)."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,21 +31,27 @@ def test_api_writes_are_one_event_each_naming_the_token_user(stack):
     user_id, key = stack.shell(USERS).stdout.split()
     auth = {"Authorization": f"Token {key}"}
     with Gunicorn(stack.env, workers=2, threads=2).running() as server:
-        status, body, _ = http("POST", server.url("/api/market/products"), {
-            "sku": "api-1", "name": "Kettle", "price_cents": 2999, "stock": 5}, auth)
+        status, body, _ = http(
+            "POST",
+            server.url("/api/market/products"),
+            {"sku": "api-1", "name": "Kettle", "price_cents": 2999, "stock": 5},
+            auth,
+        )
         assert status == 201, body
         (product_pk,) = stack.sql("market", "SELECT id FROM market_product WHERE sku = 'api-1'")[0]
 
-        status, body, _ = http("POST", server.url("/api/blog/posts"),
-                               {"title": "Audited post", "body": "First", "status": "draft"}, auth)
+        status, body, _ = http(
+            "POST", server.url("/api/blog/posts"), {"title": "Audited post", "body": "First", "status": "draft"}, auth
+        )
         assert status == 201, body
         slug = body["data"]["slug"]
         (post_pk,) = stack.sql("blog", "SELECT id FROM blog_post WHERE slug = %s", (slug,))[0]
         status, body, _ = http("PATCH", server.url(f"/api/blog/posts/{slug}"), {"title": "Audited, edited"}, auth)
         assert status == 200, body
 
-        status, body, _ = http("POST", server.url("/api/market/orders"), {"items": [{"sku": "api-1", "quantity": 2}]},
-                               auth)
+        status, body, _ = http(
+            "POST", server.url("/api/market/orders"), {"items": [{"sku": "api-1", "quantity": 2}]}, auth
+        )
         assert status == 201, body
 
         products = wait_events(stack, f"model = 'market.product' AND object_pk = '{product_pk}'", 2)
@@ -68,13 +75,20 @@ def test_a_refused_write_leaves_no_event(stack):
     _, key = stack.shell(USERS).stdout.split()
     auth = {"Authorization": f"Token {key}"}
     with Gunicorn(stack.env, workers=1, threads=2).running() as server:
-        assert http("POST", server.url("/api/market/products"), {
-            "sku": "once", "name": "A", "price_cents": 1, "stock": 1}, auth)[0] == 201
-        status, body, _ = http("POST", server.url("/api/market/products"), {
-            "sku": "once", "name": "B", "price_cents": 1, "stock": 1}, auth)
+        assert (
+            http(
+                "POST",
+                server.url("/api/market/products"),
+                {"sku": "once", "name": "A", "price_cents": 1, "stock": 1},
+                auth,
+            )[0]
+            == 201
+        )
+        status, body, _ = http(
+            "POST", server.url("/api/market/products"), {"sku": "once", "name": "B", "price_cents": 1, "stock": 1}, auth
+        )
         assert (status, body["error"]["code"]) == (409, "sku_exists")
-        status, _, _ = http("POST", server.url("/api/market/orders"), {"items": [{"sku": "once", "quantity": 9}]},
-                            auth)
+        status, _, _ = http("POST", server.url("/api/market/orders"), {"items": [{"sku": "once", "quantity": 9}]}, auth)
         assert status == 409  # insufficient stock: nothing changed
         wait_events(stack, "model = 'market.product'", 1)
         wait_for(lambda: stack.outbox_ids() == set(), what="the outbox to drain")

@@ -1,6 +1,7 @@
 """Capture: each create, update and delete of an audited model writes exactly one
 outbox row, in the same database and transaction, with the right action, actor
 and changed fields; nothing in that path touches the shared database."""
+
 from __future__ import annotations
 
 import pytest
@@ -77,7 +78,10 @@ def test_queryset_delete_and_cascades_write_one_event_per_row():
     Order.objects.filter(pk=order.pk).delete()  # cascades to both lines
     deleted = events(MarketOutbox)
     assert sorted((e.model, e.action) for e in deleted) == [
-        ("market.order", "delete"), ("market.orderline", "delete"), ("market.orderline", "delete")]
+        ("market.order", "delete"),
+        ("market.orderline", "delete"),
+        ("market.orderline", "delete"),
+    ]
     Product.objects.filter(sku__in=["a", "b"]).delete()
     assert len(events(MarketOutbox, model="market.product", action="delete")) == 2
 
@@ -144,8 +148,9 @@ def test_many_to_many_changes_fold_into_the_objects_event(settings):
 
     post.tags.set([second])  # its own transaction: an update event of its own
     (_, update) = events(BlogOutbox)
-    assert update.action == "update" and update.changes == {"tags": {"old": sorted([first.pk, second.pk]),
-                                                                      "new": [second.pk]}}
+    assert update.action == "update" and update.changes == {
+        "tags": {"old": sorted([first.pk, second.pk]), "new": [second.pk]}
+    }
 
 
 def test_actor_defaults_to_the_cli_user_and_names_users():
@@ -169,8 +174,9 @@ def test_bulk_job_writes_one_event_per_run():
     with transaction.atomic(using="market"), capture_paused():
         for i in range(5):
             product(sku=f"bulk-{i}")
-        audit_bulk(model_label="market.Product", using="market", counts={"created": 5, "updated": 0},
-                   actor="cli:importer")
+        audit_bulk(
+            model_label="market.Product", using="market", counts={"created": 5, "updated": 0}, actor="cli:importer"
+        )
     (bulk,) = events(MarketOutbox)
     assert (bulk.action, bulk.model, bulk.object_pk, bulk.actor) == ("bulk", "market.product", "", "cli:importer")
     assert bulk.changes == {"counts": {"created": 5, "updated": 0}}
@@ -211,8 +217,9 @@ def test_a_transfer_written_in_plain_sql_records_the_same_events_save_would():
     dst = Account.objects.create(balance_cents=5)
     MarketOutbox.objects.using("market").all().delete()
     with acting_as(user):
-        transfer, created = transfer_create(user=user, from_account_id=src.pk, to_account_id=dst.pk,
-                                            amount_cents=300, idempotency_key="k-1")
+        transfer, created = transfer_create(
+            user=user, from_account_id=src.pk, to_account_id=dst.pk, amount_cents=300, idempotency_key="k-1"
+        )
     assert created
     rows = events(MarketOutbox)
     assert [(e.action, e.model, e.object_pk, e.actor) for e in rows] == [
@@ -229,11 +236,20 @@ def test_a_transfer_written_in_plain_sql_records_the_same_events_save_would():
     assert {e.actor_id for e in rows} == {user.pk}
     # The values as stored, created_at to the microsecond, exactly as save() turns them into JSON.
     stored = Transfer.objects.get(pk=transfer.pk)
-    assert rows[2].changes == {f.attname: {"old": None, "new": json_safe(getattr(stored, f.attname))}
-                               for f in Transfer._meta.concrete_fields if not f.primary_key}
+    assert rows[2].changes == {
+        f.attname: {"old": None, "new": json_safe(getattr(stored, f.attname))}
+        for f in Transfer._meta.concrete_fields
+        if not f.primary_key
+    }
     with acting_as(user):
-        saved = Transfer.objects.create(from_account=src, to_account=dst, amount_cents=1, requester_id=user.pk,
-                                        idempotency_key="k-2", request_hash="0" * 64)
+        saved = Transfer.objects.create(
+            from_account=src,
+            to_account=dst,
+            amount_cents=1,
+            requester_id=user.pk,
+            idempotency_key="k-2",
+            request_hash="0" * 64,
+        )
     (by_save,) = events(MarketOutbox, model="market.transfer", object_pk=str(saved.pk))
 
     def shape(changes):
@@ -245,7 +261,8 @@ def test_a_transfer_written_in_plain_sql_records_the_same_events_save_would():
     MarketOutbox.objects.using("market").filter(object_pk=str(saved.pk), model="market.transfer").delete()
     # A replay moves nothing and records nothing.
     with acting_as(user):
-        again, created = transfer_create(user=user, from_account_id=src.pk, to_account_id=dst.pk,
-                                         amount_cents=300, idempotency_key="k-1")
+        again, created = transfer_create(
+            user=user, from_account_id=src.pk, to_account_id=dst.pk, amount_cents=300, idempotency_key="k-1"
+        )
     assert (again.pk, created) == (transfer.pk, False)
     assert len(events(MarketOutbox)) == 3

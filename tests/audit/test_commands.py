@@ -1,4 +1,5 @@
 """audit_export and audit_prune, run as commands (on the jobs pools)."""
+
 from __future__ import annotations
 
 import datetime
@@ -16,8 +17,16 @@ pytestmark = pytest.mark.django_db(databases=["default", "default_jobs"], transa
 
 
 def event(occurred_at: datetime.datetime, **kw) -> AuditEvent:
-    return AuditEvent.objects.create(id=uuid.uuid4(), occurred_at=occurred_at, database="market", action="update",
-                                     model="market.product", object_pk="1", actor="alice", **kw)
+    return AuditEvent.objects.create(
+        id=uuid.uuid4(),
+        occurred_at=occurred_at,
+        database="market",
+        action="update",
+        model="market.product",
+        object_pk="1",
+        actor="alice",
+        **kw,
+    )
 
 
 def export(*args: str) -> list[dict]:

@@ -4,6 +4,7 @@ The shared database runs alone in a throwaway cluster, so it can be stopped
 while commands write to blog and market; relays are real processes, killed with
 SIGKILL at the worst moment and run side by side.
 """
+
 from __future__ import annotations
 
 import re
@@ -75,10 +76,16 @@ def test_writes_succeed_while_the_shared_database_is_down_and_arrive_once_later(
     assert sorted(str(r[0]) for r in rows) == sorted(str(i) for i in pending)  # every event, each once
     assert stack.outbox_ids() == set()
     summary = sorted((r[2], r[1], r[3]) for r in rows)
-    assert summary == sorted([
-        ("market.product", "create", p_pk), ("market.product", "update", p_pk),
-        ("market.product", "create", gone_pk), ("market.product", "delete", gone_pk),
-        ("blog.post", "create", post_pk), ("blog.post", "update", post_pk)])
+    assert summary == sorted(
+        [
+            ("market.product", "create", p_pk),
+            ("market.product", "update", p_pk),
+            ("market.product", "create", gone_pk),
+            ("market.product", "delete", gone_pk),
+            ("blog.post", "create", post_pk),
+            ("blog.post", "update", post_pk),
+        ]
+    )
     update = next(r for r in rows if r[1] == "update" and r[2] == "market.product")
     assert update[6] == {"stock": {"old": 3, "new": 2}}
     assert {r[4] for r in rows} == {rows[0][4]} and rows[0][4].startswith("cli:")
@@ -97,9 +104,17 @@ def test_a_relay_killed_between_its_two_commits_loses_and_doubles_nothing(stack)
             blocker.execute("LOCK TABLE market_auditoutbox IN SHARE MODE")
             relay = stack.popen("audit_relay", "--batch", "100")
             wait_for(lambda: delivered(stack) == 100, timeout=60, what="the first batch to reach the shared database")
-            wait_for(lambda: stack.sql("market", "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
-                                                 "'Lock' AND application_name = 'jobs:market'")[0][0] == 1,
-                     what="the relay to wait on its DELETE")
+            wait_for(
+                lambda: (
+                    stack.sql(
+                        "market",
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = "
+                        "'Lock' AND application_name = 'jobs:market'",
+                    )[0][0]
+                    == 1
+                ),
+                what="the relay to wait on its DELETE",
+            )
             relay.send_signal(signal.SIGKILL)
             relay.wait(30)
     wait_for(lambda: relay_backends_gone(stack), what="the killed relay's connections to go away")
@@ -141,9 +156,14 @@ def test_two_relays_at_once_share_the_work_without_doubles(stack):
 
 def test_follow_delivers_as_events_arrive_and_stops_cleanly_on_sigterm(stack):
     relay = stack.popen("audit_relay", "--follow", "--interval", "0.2")
-    wait_for(lambda: stack.sql("market", "SELECT count(*) FROM pg_stat_activity "
-                                         "WHERE application_name = 'jobs:market'")[0][0] >= 1,
-             timeout=60, what="the sweeper to start")
+    wait_for(
+        lambda: (
+            stack.sql("market", "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'jobs:market'")[0][0]
+            >= 1
+        ),
+        timeout=60,
+        what="the sweeper to start",
+    )
     pending = stack.pending_outbox("market", 50)
     wait_for(lambda: delivered(stack) == 50, timeout=30, what="the sweeper to deliver new events")
     relay.send_signal(signal.SIGTERM)

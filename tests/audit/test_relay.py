@@ -1,5 +1,6 @@
 """The relay in-process: outbox rows become AuditEvents in the shared database,
 exactly once, and after a commit the process's relay thread delivers them by itself."""
+
 from __future__ import annotations
 
 import pytest
@@ -32,7 +33,13 @@ def test_relay_delivers_every_domain_outbox_once():
     for event_id, row in pending.items():
         event = events[event_id]
         assert (event.occurred_at, event.actor, event.action, event.model, event.object_pk, event.changes) == (
-            row.occurred_at, row.actor, row.action, row.model, row.object_pk, row.changes)
+            row.occurred_at,
+            row.actor,
+            row.action,
+            row.model,
+            row.object_pk,
+            row.changes,
+        )
         assert event.database == ("market" if row.model.startswith("market.") else "blog")
     assert not MarketOutbox.objects.using("market").exists() and not BlogOutbox.objects.using("blog").exists()
 
@@ -40,10 +47,17 @@ def test_relay_delivers_every_domain_outbox_once():
 @pytest.mark.django_db(databases=DBS)
 def test_a_redelivered_row_is_ignored_not_duplicated():
     rows = MarketOutbox.objects.using("market").bulk_create(
-        [MarketOutbox(action="create", model="market.product", object_pk=str(i)) for i in range(5)])
+        [MarketOutbox(action="create", model="market.product", object_pk=str(i)) for i in range(5)]
+    )
     # A relay that died after the shared commit but before deleting its rows.
-    AuditEvent.objects.create(id=rows[0].event_id, occurred_at=rows[0].occurred_at, database="market",
-                              action="create", model="market.product", object_pk="0")
+    AuditEvent.objects.create(
+        id=rows[0].event_id,
+        occurred_at=rows[0].occurred_at,
+        database="market",
+        action="create",
+        model="market.product",
+        object_pk="0",
+    )
     assert relay.relay_once("market", batch_size=3) == 3
     assert relay.relay_once("market", batch_size=3) == 2
     assert AuditEvent.objects.count() == 5
@@ -54,7 +68,8 @@ def test_a_redelivered_row_is_ignored_not_duplicated():
 def test_outbox_status_and_gauges_follow_the_backlog():
     old = timezone.now() - timezone.timedelta(seconds=90)
     MarketOutbox.objects.using("market").bulk_create(
-        [MarketOutbox(action="create", model="market.product", object_pk=str(i), occurred_at=old) for i in range(4)])
+        [MarketOutbox(action="create", model="market.product", object_pk=str(i), occurred_at=old) for i in range(4)]
+    )
     status = relay.outbox_status()
     assert set(status) == {"blog", "market"}  # every database with an outbox, from the topology
     assert status["market"]["depth"] == 4 and status["market"]["oldest_age_s"] >= 90
@@ -71,8 +86,11 @@ def test_outbox_status_and_gauges_follow_the_backlog():
 def test_after_commit_the_process_delivers_the_event_by_itself(settings):
     settings.AUDIT_RELAY_ON_COMMIT = True
     product = Product.objects.create(sku="after-commit", name="A", price_cents=1, stock=1)
-    wait_for(lambda: AuditEvent.objects.filter(model="market.product", object_pk=str(product.pk)).exists(),
-             timeout=10, what="the relay thread to deliver the event")
+    wait_for(
+        lambda: AuditEvent.objects.filter(model="market.product", object_pk=str(product.pk)).exists(),
+        timeout=10,
+        what="the relay thread to deliver the event",
+    )
     assert relay.flush(10)
     assert AuditEvent.objects.filter(model="market.product", object_pk=str(product.pk)).count() == 1
     assert not MarketOutbox.objects.using("market").exists()

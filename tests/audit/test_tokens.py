@@ -1,4 +1,5 @@
 """API tokens: stored as digests; a key finds its active user with the fields authorisation needs."""
+
 import pytest
 from django.contrib.auth import get_user_model
 
@@ -14,7 +15,12 @@ def test_a_key_finds_its_user_and_only_the_digest_is_stored():
     assert not ApiToken.objects.filter(digest=key).exists() and ApiToken.objects.get().prefix == key[:8]
     found = api_token_authenticate(key=key)
     assert (found.pk, found.username, found.is_staff, found.is_superuser, found.is_active) == (
-        user.pk, "keyholder", True, False, True)
+        user.pk,
+        "keyholder",
+        True,
+        False,
+        True,
+    )
     assert found.email == "k@example.com"  # loaded on first access
 
 

@@ -14,8 +14,9 @@ class Api:
     def __init__(self):
         self.client = Client()
 
-    def _call(self, method: str, path: str, data=None, *, token: str | None = None, raw: bytes | str | None = None,
-              **query):
+    def _call(
+        self, method: str, path: str, data=None, *, token: str | None = None, raw: bytes | str | None = None, **query
+    ):
         headers = {"Authorization": f"Token {token}"} if token else {}
         body = raw if raw is not None else (json.dumps(data) if data is not None else None)
         kwargs = {"headers": headers}

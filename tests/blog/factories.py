@@ -1,4 +1,5 @@
 """Users in the shared database and posts made the way the API makes them (through services)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -25,8 +26,15 @@ def token_for(user) -> str:
     return api_token_create(user=user)
 
 
-def make_post(author, *, title: str = "A post", body: str = "Some text.", status: str = "published",
-              tags=(), published_at: dt.datetime | None = None) -> Post:
+def make_post(
+    author,
+    *,
+    title: str = "A post",
+    body: str = "Some text.",
+    status: str = "published",
+    tags=(),
+    published_at: dt.datetime | None = None,
+) -> Post:
     post = services.post_create(author=author, title=title, body=body, status=status, tags=tags)
     if published_at is not None:
         # Test setup only: pin the timestamp so ordering and ties are deterministic.

@@ -1,5 +1,6 @@
 """The blog in the Django admin: posts saved in the blog database, the admin log in the shared one,
 an author chooser fed from the shared database, and a changelist without a query per author."""
+
 from __future__ import annotations
 
 import re
@@ -26,10 +27,16 @@ def admin_client(staff):
 
 def test_add_post_saves_in_blog_and_logs_in_default(admin_client, staff, author):
     tag = Tag.objects.create(name="News", slug="news")
-    response = admin_client.post("/admin/blog/post/add/", {
-        "title": "From the admin", "body": "Typed in a form.", "status": "published",
-        "author_id": str(author.pk), "tags": [str(tag.pk)],
-    })
+    response = admin_client.post(
+        "/admin/blog/post/add/",
+        {
+            "title": "From the admin",
+            "body": "Typed in a form.",
+            "status": "published",
+            "author_id": str(author.pk),
+            "tags": [str(tag.pk)],
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
 
     with connections["blog"].cursor() as cur:
@@ -57,9 +64,15 @@ def test_change_keeps_the_slug_and_shows_the_author(admin_client, author):
     post = make_post(author, title="Original title", status="draft")
     page = admin_client.get(f"/admin/blog/post/{post.pk}/change/").content.decode()
     assert re.search(rf'<option value="{author.pk}" selected>alice</option>', page)
-    response = admin_client.post(f"/admin/blog/post/{post.pk}/change/", {
-        "title": "New title", "body": post.body, "status": "published", "author_id": str(author.pk),
-    })
+    response = admin_client.post(
+        f"/admin/blog/post/{post.pk}/change/",
+        {
+            "title": "New title",
+            "body": post.body,
+            "status": "published",
+            "author_id": str(author.pk),
+        },
+    )
     assert response.status_code == 302
     post.refresh_from_db()
     assert (post.title, post.slug, post.status) == ("New title", "original-title", "published")
@@ -115,8 +128,9 @@ def test_publish_action(admin_client, author):
 
 def test_delete_selected(admin_client, author):
     posts = [make_post(author, title=f"Doomed {i}") for i in range(2)]
-    response = admin_client.post("/admin/blog/post/", {"action": "delete_selected", "post": "yes",
-                                                       "_selected_action": [p.pk for p in posts]})
+    response = admin_client.post(
+        "/admin/blog/post/", {"action": "delete_selected", "post": "yes", "_selected_action": [p.pk for p in posts]}
+    )
     assert response.status_code == 302
     assert not Post.objects.exists()
 

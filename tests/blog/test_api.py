@@ -1,4 +1,5 @@
 """The blog API as a client sees it: /api/blog/posts and /api/blog/posts/<slug>."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -31,6 +32,7 @@ def assert_error(result, status: int, code: str, field: str | None = None):
 
 
 # Reading -----------------------------------------------------------------------------------------
+
 
 def test_list_shows_published_posts_newest_first(api, author, other):
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -89,8 +91,7 @@ def test_bad_limit(api, limit):
     assert_error(api.get(LIST, limit=limit), 400, "invalid_request", field="limit")
 
 
-@pytest.mark.parametrize("cursor", ["garbage", "!!!!", "bm90IGEgY3Vyc29y", "MjAyNi0wMS0wMVQwMDowMDowMHwx",
-                                    "x" * 500])
+@pytest.mark.parametrize("cursor", ["garbage", "!!!!", "bm90IGEgY3Vyc29y", "MjAyNi0wMS0wMVQwMDowMDowMHwx", "x" * 500])
 def test_bad_cursor(api, cursor):
     # "bm90IGEgY3Vyc29y" is base64 of "not a cursor"; the last but one encodes a naive timestamp.
     assert_error(api.get(LIST, cursor=cursor), 400, "invalid_request", field="cursor")
@@ -136,14 +137,22 @@ def test_a_post_published_while_paging_does_not_shift_the_pages(api, author):
 
 # Creating ----------------------------------------------------------------------------------------
 
+
 def test_create(api, author, author_token):
-    status, body = api.post(LIST, {"title": "  My first post ", "body": "Hello", "status": "draft",
-                                   "tags": ["intro", "Intro"]}, token=author_token)
+    status, body = api.post(
+        LIST,
+        {"title": "  My first post ", "body": "Hello", "status": "draft", "tags": ["intro", "Intro"]},
+        token=author_token,
+    )
     assert status == 201, body
     post = body["data"]
     assert set(post) == POST_KEYS
-    assert (post["title"], post["slug"], post["status"], post["published_at"]) == ("My first post", "my-first-post",
-                                                                                     "draft", None)
+    assert (post["title"], post["slug"], post["status"], post["published_at"]) == (
+        "My first post",
+        "my-first-post",
+        "draft",
+        None,
+    )
     assert post["tags"] == ["intro"]
     assert post["author"] == {"id": author.pk, "username": "alice"}
     assert api.last["Location"] == "/api/blog/posts/my-first-post"
@@ -170,38 +179,42 @@ def test_same_title_twice_gets_distinct_slugs(api, author_token):
 
 def test_create_needs_a_token(api):
     assert_error(api.post(LIST, {"title": "t", "body": "b", "status": "draft"}), 401, "not_authenticated")
-    assert_error(api.post(LIST, {"title": "t", "body": "b", "status": "draft"}, token="wrong"), 401,
-                 "not_authenticated")
+    assert_error(
+        api.post(LIST, {"title": "t", "body": "b", "status": "draft"}, token="wrong"), 401, "not_authenticated"
+    )
     assert not Post.objects.exists()
 
 
 VALID = {"title": "t", "body": "b", "status": "draft"}
 
 
-@pytest.mark.parametrize("raw, field", [
-    ('{"title": "t", "body": ', None),  # malformed JSON
-    ("[1, 2]", None),  # not an object
-    ("", None),
-    (json.dumps({"body": "b", "status": "draft"}), "title"),  # missing
-    (json.dumps({"title": "t", "status": "draft"}), "body"),
-    (json.dumps({**VALID, "author": 1}), "author"),  # unknown
-    (json.dumps({**VALID, "title": 5}), "title"),
-    (json.dumps({**VALID, "title": None}), "title"),
-    (json.dumps({**VALID, "title": "   "}), "title"),
-    (json.dumps({**VALID, "title": "x" * 201}), "title"),
-    (json.dumps({**VALID, "body": None}), "body"),
-    (json.dumps({**VALID, "body": ["x"]}), "body"),
-    (json.dumps({**VALID, "body": "x" * 50_001}), "body"),
-    (json.dumps({**VALID, "status": "archived"}), "status"),
-    (json.dumps({**VALID, "status": 1}), "status"),
-    (json.dumps({**VALID, "status": ["draft"]}), "status"),
-    (json.dumps({**VALID, "tags": "a,b"}), "tags"),
-    (json.dumps({**VALID, "tags": ["a", 2]}), "tags"),
-    (json.dumps({**VALID, "tags": [" "]}), "tags"),
-    (json.dumps({**VALID, "tags": ["!!!"]}), "tags"),
-    (json.dumps({**VALID, "tags": ["x" * 51]}), "tags"),
-    (json.dumps({**VALID, "tags": [str(i) for i in range(21)]}), "tags"),
-])
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ('{"title": "t", "body": ', None),  # malformed JSON
+        ("[1, 2]", None),  # not an object
+        ("", None),
+        (json.dumps({"body": "b", "status": "draft"}), "title"),  # missing
+        (json.dumps({"title": "t", "status": "draft"}), "body"),
+        (json.dumps({**VALID, "author": 1}), "author"),  # unknown
+        (json.dumps({**VALID, "title": 5}), "title"),
+        (json.dumps({**VALID, "title": None}), "title"),
+        (json.dumps({**VALID, "title": "   "}), "title"),
+        (json.dumps({**VALID, "title": "x" * 201}), "title"),
+        (json.dumps({**VALID, "body": None}), "body"),
+        (json.dumps({**VALID, "body": ["x"]}), "body"),
+        (json.dumps({**VALID, "body": "x" * 50_001}), "body"),
+        (json.dumps({**VALID, "status": "archived"}), "status"),
+        (json.dumps({**VALID, "status": 1}), "status"),
+        (json.dumps({**VALID, "status": ["draft"]}), "status"),
+        (json.dumps({**VALID, "tags": "a,b"}), "tags"),
+        (json.dumps({**VALID, "tags": ["a", 2]}), "tags"),
+        (json.dumps({**VALID, "tags": [" "]}), "tags"),
+        (json.dumps({**VALID, "tags": ["!!!"]}), "tags"),
+        (json.dumps({**VALID, "tags": ["x" * 51]}), "tags"),
+        (json.dumps({**VALID, "tags": [str(i) for i in range(21)]}), "tags"),
+    ],
+)
 def test_create_rejects_bad_input(api, author_token, raw, field):
     result = api.post(LIST, raw=raw, token=author_token)
     assert_error(result, 400, "invalid_request")
@@ -218,10 +231,14 @@ def test_create_rejects_an_oversized_request(api, author_token):
 
 # Updating ----------------------------------------------------------------------------------------
 
+
 def test_author_updates_title_body_status_and_tags(api, author, author_token):
     make_post(author, title="Before", status="draft", tags=["old"])
-    status, body = api.patch(detail("before"), {"title": "After", "body": "new body", "status": "published",
-                                                "tags": ["new", "other"]}, token=author_token)
+    status, body = api.patch(
+        detail("before"),
+        {"title": "After", "body": "new body", "status": "published", "tags": ["new", "other"]},
+        token=author_token,
+    )
     assert status == 200, body
     post = body["data"]
     assert (post["slug"], post["title"], post["body"], post["status"]) == ("before", "After", "new body", "published")
@@ -260,8 +277,7 @@ def test_patch_errors(api, author, author_token):
     assert_error(api.patch(detail("target"), {}, token=author_token), 400, "invalid_request")
     assert_error(api.patch(detail("target"), {"slug": "new"}, token=author_token), 400, "invalid_request", "slug")
     assert_error(api.patch(detail("target"), {"title": ""}, token=author_token), 400, "invalid_request", "title")
-    assert_error(api.patch(detail("target"), {"status": "gone"}, token=author_token), 400, "invalid_request",
-                 "status")
+    assert_error(api.patch(detail("target"), {"status": "gone"}, token=author_token), 400, "invalid_request", "status")
     assert_error(api.patch(detail("target"), raw="{nope", token=author_token), 400, "invalid_request")
     raw = json.dumps({"body": "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)})
     assert_error(api.patch(detail("target"), raw=raw, token=author_token), 413, "payload_too_large")
@@ -270,10 +286,16 @@ def test_patch_errors(api, author, author_token):
 
 # Methods -----------------------------------------------------------------------------------------
 
+
 def test_other_methods_are_405(api, author, author_token):
     make_post(author, title="Fixed")
-    calls = [(api.put, LIST, "GET, POST"), (api.delete, LIST, "GET, POST"), (api.patch, LIST, "GET, POST"),
-             (api.post, detail("fixed"), "GET, PATCH"), (api.delete, detail("fixed"), "GET, PATCH")]
+    calls = [
+        (api.put, LIST, "GET, POST"),
+        (api.delete, LIST, "GET, POST"),
+        (api.patch, LIST, "GET, POST"),
+        (api.post, detail("fixed"), "GET, PATCH"),
+        (api.delete, detail("fixed"), "GET, PATCH"),
+    ]
     for call, path, allowed in calls:
         result = call(path, token=author_token) if call == api.delete else call(path, VALID, token=author_token)
         assert_error(result, 405, "method_not_allowed")

@@ -1,5 +1,6 @@
 """The read paths cost a fixed number of queries per database, whatever the page size:
 authors come from the shared database in one query for the whole page, never one per post."""
+
 from __future__ import annotations
 
 import contextlib

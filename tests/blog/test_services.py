@@ -1,4 +1,5 @@
 """Writes through blog.services: slugs, publication dates, tags, database constraints."""
+
 from __future__ import annotations
 
 import datetime as dt

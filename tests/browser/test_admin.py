@@ -1,5 +1,6 @@
 """The admin in a real headless Chromium: each object lands in its own database,
 and the admin log entry in `default`."""
+
 import uuid
 
 import pytest
@@ -10,8 +11,15 @@ from django.db import connections
 from tests.servers import Gunicorn, cluster_env, test_database_urls
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 pytestmark = pytest.mark.browser
 
@@ -76,7 +84,8 @@ def test_admin_saves_each_object_in_its_own_database(browser):
     # Each row in its own database, and only there.
     assert rows("blog", "SELECT status FROM blog_post WHERE title = %s", [title]) == [("published",)]
     assert rows("market", "SELECT name, price_cents, stock FROM market_product WHERE sku = %s", [sku]) == [
-        ("Made in a browser", 1999, 7)]
+        ("Made in a browser", 1999, 7)
+    ]
     for alias in ("default", "market"):
         assert not rows(alias, "SELECT 1 FROM pg_tables WHERE tablename = 'blog_post'")
     for alias in ("default", "blog"):

@@ -1,4 +1,5 @@
 """dbcheck, labels and serving, against real servers."""
+
 import signal
 
 import pytest
@@ -32,8 +33,10 @@ def test_dbcheck_names_a_hung_and_a_refused_alias_without_waiting_forever(make_c
     hung.hang()
     env = {**test_database_env(), "MARKET_DATABASE_URL": hung.url("market", password="s3cr3t-pw")}
     env.update(
-               BLOG_DATABASE_URL="postgres://app:s3cr3t-pw@127.0.0.1:1/blog",
-               MARKET_DATABASE_CONNECT_TIMEOUT="1", BLOG_DATABASE_CONNECT_TIMEOUT="1")
+        BLOG_DATABASE_URL="postgres://app:s3cr3t-pw@127.0.0.1:1/blog",
+        MARKET_DATABASE_CONNECT_TIMEOUT="1",
+        BLOG_DATABASE_CONNECT_TIMEOUT="1",
+    )
     result = manage("dbcheck", env=env, timeout=20)
     assert result.returncode == 1
     out = result.stdout + result.stderr
@@ -43,8 +46,9 @@ def test_dbcheck_names_a_hung_and_a_refused_alias_without_waiting_forever(make_c
     assert ok_rows and all(line.rstrip().endswith("ok") for line in ok_rows)
 
 
-@pytest.mark.django_db(databases=["default", "blog", "market", "default_jobs", "blog_jobs", "market_jobs"],
-                       transaction=True)
+@pytest.mark.django_db(
+    databases=["default", "blog", "market", "default_jobs", "blog_jobs", "market_jobs"], transaction=True
+)
 def test_connections_are_labelled_with_role_and_alias():
     def label(alias):
         with connections[alias].cursor() as cur:
@@ -67,13 +71,17 @@ def test_gunicorn_serves_labels_web_and_exits_0_on_sigterm_leaving_no_connection
         status, body, _ = http("GET", server.url("/api/users/999999"))
         assert (status, body["error"]["code"]) == (404, "user_not_found")
         with connections["default"].cursor() as cur:
-            cur.execute("SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
-                        " AND application_name LIKE 'web:%%'")
+            cur.execute(
+                "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name LIKE 'web:%%'"
+            )
             assert {r[0] for r in cur.fetchall()} >= {"web:default"}
     finally:
         code = server.stop(signal.SIGTERM)
     assert code == 0, server.output()
     with connections["default"].cursor() as cur:
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'web:%%'"
-                    " AND datname = ANY(%s)", [[sd["NAME"] for sd in db.values()]])
+        cur.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'web:%%' AND datname = ANY(%s)",
+            [[sd["NAME"] for sd in db.values()]],
+        )
         assert cur.fetchone()[0] == 0

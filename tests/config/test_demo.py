@@ -18,8 +18,12 @@ def test_seed_demo_twice_changes_nothing(tmp_path, monkeypatch):
     created = []
     demo.seed_demo(log=created.append)
     assert created == []
-    assert counts == (get_user_model().objects.count(), Post.objects.count(), Product.objects.count(),
-                      Account.objects.count())
+    assert counts == (
+        get_user_model().objects.count(),
+        Post.objects.count(),
+        Product.objects.count(),
+        Account.objects.count(),
+    )
     admin = get_user_model().objects.get(username="admin")
     assert admin.is_superuser and admin.check_password(password)
     assert password in demo.demo_login()

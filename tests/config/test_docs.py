@@ -1,4 +1,5 @@
 """The docs that list configuration are generated from config/databases.py and must not drift."""
+
 import subprocess
 import sys
 
@@ -6,8 +7,9 @@ from tests.conftest import ROOT
 
 
 def test_env_example_and_readme_table_match_the_declared_variables():
-    result = subprocess.run([sys.executable, "scripts/gen_config_docs.py", "--check"], cwd=ROOT, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [sys.executable, "scripts/gen_config_docs.py", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

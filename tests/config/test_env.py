@@ -1,6 +1,6 @@
 """Strict configuration: each bad variable stops manage.py and gunicorn at once, naming it."""
+
 import subprocess
-import sys
 
 import pytest
 
@@ -12,14 +12,22 @@ SECRET_URL = "postgres://app:s3cr3t-pw@127.0.0.1:1/platform_blog"
 CASES = [
     # (overrides, expected text in the message)
     ({"SHARED_DATABASE_URL": None}, "SHARED_DATABASE_URL is required"),
-    ({"BLGO_DATABASE_URL": "postgres://x@127.0.0.1/y"}, "BLGO_DATABASE_URL is not a variable this project knows; "
-                                                        "did you mean BLOG_DATABASE_URL?"),
-    ({"MARKET_DATABASE_POOL_MAXSIZE": "3"}, "MARKET_DATABASE_POOL_MAXSIZE is not a variable this project knows; "
-                                            "did you mean MARKET_DATABASE_POOL_MAX_SIZE?"),
+    (
+        {"BLGO_DATABASE_URL": "postgres://x@127.0.0.1/y"},
+        "BLGO_DATABASE_URL is not a variable this project knows; did you mean BLOG_DATABASE_URL?",
+    ),
+    (
+        {"MARKET_DATABASE_POOL_MAXSIZE": "3"},
+        "MARKET_DATABASE_POOL_MAXSIZE is not a variable this project knows; "
+        "did you mean MARKET_DATABASE_POOL_MAX_SIZE?",
+    ),
     ({"BLOG_DATABASE_POOL_MAX_SIZE": "ten"}, "BLOG_DATABASE_POOL_MAX_SIZE must be an integer"),
     ({"BLOG_DATABASE_POOL_TIMEOUT": "soon"}, "BLOG_DATABASE_POOL_TIMEOUT must be a number"),
     ({"MARKET_DATABASE_POOLER": "session"}, "MARKET_DATABASE_POOLER must be one of direct, transaction"),
-    ({"SHARED_DATABASE_SSLMODE": "verify-full"}, "SHARED_DATABASE_SSLMODE=verify-full needs SHARED_DATABASE_SSLROOTCERT"),
+    (
+        {"SHARED_DATABASE_SSLMODE": "verify-full"},
+        "SHARED_DATABASE_SSLMODE=verify-full needs SHARED_DATABASE_SSLROOTCERT",
+    ),
     ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG must be a boolean"),
     ({"BLOG_DATABASE_URL": "mysql://app:s3cr3t-pw@host/db"}, "BLOG_DATABASE_URL must be a postgres:// URL"),
     ({"BLOG_DATABASE_URL": "postgres://app:s3cr3t-pw@[::1/db"}, "BLOG_DATABASE_URL"),
@@ -47,7 +55,9 @@ def env_for(overrides: dict) -> dict:
     return env
 
 
-@pytest.mark.parametrize("overrides,expected", CASES, ids=[next(iter(c[0])) + "-" + str(i) for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    "overrides,expected", CASES, ids=[next(iter(c[0])) + "-" + str(i) for i, c in enumerate(CASES)]
+)
 def test_manage_py_stops_naming_the_variable(overrides, expected):
     result = manage("check", env=env_for(overrides), timeout=20)
     assert result.returncode == 2, result.stderr
@@ -59,8 +69,9 @@ def test_manage_py_stops_naming_the_variable(overrides, expected):
 @pytest.mark.parametrize("overrides,expected", CASES[:4], ids=["missing", "prefix", "knob", "type"])
 def test_gunicorn_stops_naming_the_variable(overrides, expected):
     env = env_for(overrides)
-    result = subprocess.run([GUNICORN, "-c", "config/gunicorn.conf.py"], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=20)
+    result = subprocess.run(
+        [GUNICORN, "-c", "config/gunicorn.conf.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=20
+    )
     assert result.returncode != 0
     assert expected in result.stderr
     assert "s3cr3t-pw" not in result.stderr + result.stdout
@@ -95,8 +106,15 @@ def test_every_alias_is_explicit():
     data = json.loads(result.stdout.splitlines()[-1])
     assert set(data) == {"default", "blog", "market", "default_jobs", "blog_jobs", "market_jobs"}
     for alias, (pool, label, connect_timeout, options) in data.items():
-        assert {"min_size", "max_size", "timeout", "max_waiting", "max_lifetime", "max_idle",
-                "reconnect_timeout"} <= set(pool)
+        assert {
+            "min_size",
+            "max_size",
+            "timeout",
+            "max_waiting",
+            "max_lifetime",
+            "max_idle",
+            "reconnect_timeout",
+        } <= set(pool)
         assert pool["reconnect_timeout"] <= 10
         assert connect_timeout >= 1
         assert "statement_timeout=" in options

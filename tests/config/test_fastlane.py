@@ -4,6 +4,7 @@ Each request is sent to both, in-process against the test database: the
 project's WSGI application (lane first) and the API handler alone (Django's
 request path); status, headers and body must be identical.
 """
+
 from __future__ import annotations
 
 import io
@@ -26,9 +27,19 @@ pytestmark = pytest.mark.django_db(databases=["default", "market"], transaction=
 
 
 def environ(path: str, method: str = "GET", host: str = "127.0.0.1", body: bytes = b"", **extra) -> dict:
-    env = {"REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
-           "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": host,
-           "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.url_scheme": "http"}
+    env = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": host,
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.url_scheme": "http",
+    }
     if body:
         env.update(CONTENT_TYPE="application/json", CONTENT_LENGTH=str(len(body)))
     env.update(extra)
@@ -81,8 +92,10 @@ def test_the_connection_goes_back_to_the_pool_and_metrics_count_it(user):
     assert call(Lane(), environ(f"/api/users/{user.pk}"))[0] == "200 OK"
     assert connections["default"].connection is None
     assert sample("platform_http_requests_total", domain="users", status="200") == requests + 1
-    assert sample("platform_db_connection_hold_seconds_count", route="api/users/<int:user_id>",
-                  alias="default") == holds + 1
+    assert (
+        sample("platform_db_connection_hold_seconds_count", route="api/users/<int:user_id>", alias="default")
+        == holds + 1
+    )
 
 
 def test_database_unavailable_is_the_same_503_naming_the_database(user):
@@ -109,14 +122,18 @@ def test_https_behind_a_proxy_gets_the_same_security_headers(user):
     assert lane[1]["Strict-Transport-Security"] == "max-age=3600"
 
 
-@pytest.mark.parametrize("env", [
-    environ("/api/users/1", method="POST"),
-    environ("/api/users/1", method="HEAD"),
-    environ("/api/users/1/"),
-    environ("/api/users/x1"),
-    environ("/api/blog/posts"),
-    environ("/api/users/1", host="evil.example.com"),
-], ids=["post", "head", "slash", "not-int", "other-route", "forged-host"])
+@pytest.mark.parametrize(
+    "env",
+    [
+        environ("/api/users/1", method="POST"),
+        environ("/api/users/1", method="HEAD"),
+        environ("/api/users/1/"),
+        environ("/api/users/x1"),
+        environ("/api/blog/posts"),
+        environ("/api/users/1", host="evil.example.com"),
+    ],
+    ids=["post", "head", "slash", "not-int", "other-route", "forged-host"],
+)
 def test_anything_else_falls_through_to_django(env):
     assert Lane()(env, lambda *a: None) is None
 
@@ -139,6 +156,7 @@ def test_with_a_replica_the_read_goes_through_django(monkeypatch):
 
 # POST /api/market/transfers ------------------------------------------------------------
 
+
 @pytest.fixture
 def owner():
     user = get_user_model().objects.create_user("lane-owner", "owner@example.com", "x")
@@ -148,8 +166,11 @@ def owner():
 
 @pytest.fixture
 def accounts(owner):
-    return (Account.objects.create(balance_cents=1000, owner_id=owner.pk), Account.objects.create(balance_cents=0),
-            Account.objects.create(balance_cents=500, owner_id=owner.pk + 1))
+    return (
+        Account.objects.create(balance_cents=1000, owner_id=owner.pk),
+        Account.objects.create(balance_cents=0),
+        Account.objects.create(balance_cents=500, owner_id=owner.pk + 1),
+    )
 
 
 def transfer(token: str | None, body, key: str | None = "k-1", raw: bytes | None = None, **extra) -> dict:
@@ -175,8 +196,10 @@ def test_a_transfer_and_its_replay_are_identical_to_django(owner, accounts):
     # Its audit rows name the token's user, as through Django.
     rows = AuditOutbox.objects.using("market").exclude(model="market.account", action="create")  # the fixture's
     assert sorted(rows.values_list("action", "model", "actor_id")) == [
-        ("create", "market.transfer", owner.pk), ("update", "market.account", owner.pk),
-        ("update", "market.account", owner.pk)]
+        ("create", "market.transfer", owner.pk),
+        ("update", "market.account", owner.pk),
+        ("update", "market.account", owner.pk),
+    ]
 
 
 @pytest.mark.parametrize("case", ["funds", "not_found", "forbidden", "bad_amount", "same_account", "bad_key"])
@@ -200,16 +223,20 @@ def test_refusals_by_the_service_are_identical_to_django(owner, accounts, case):
     assert Account.objects.get(pk=src.pk).balance_cents == 1000
 
 
-@pytest.mark.parametrize("env", [
-    lambda o: transfer(o.token, {"from_account": 1, "to_account": 2, "amount_cents": 1}, key=None),
-    lambda o: transfer(None, {"from_account": 1, "to_account": 2, "amount_cents": 1}),
-    lambda o: transfer("not-a-key", {"from_account": 1, "to_account": 2, "amount_cents": 1}),
-    lambda o: transfer(o.token, None, raw=b"{not json"),
-    lambda o: transfer(o.token, [1, 2, 3]),
-    lambda o: transfer(o.token, {"from_account": 1, "to_account": 2}),
-    lambda o: transfer(o.token, {"from_account": 1, "to_account": 2, "amount_cents": 1, "memo": "x"}),
-    lambda o: transfer(o.token, None, raw=b"{}" + b" " * 70000),
-], ids=["no-key", "no-token", "bad-token", "bad-json", "not-object", "missing-field", "unknown-field", "too-big"])
+@pytest.mark.parametrize(
+    "env",
+    [
+        lambda o: transfer(o.token, {"from_account": 1, "to_account": 2, "amount_cents": 1}, key=None),
+        lambda o: transfer(None, {"from_account": 1, "to_account": 2, "amount_cents": 1}),
+        lambda o: transfer("not-a-key", {"from_account": 1, "to_account": 2, "amount_cents": 1}),
+        lambda o: transfer(o.token, None, raw=b"{not json"),
+        lambda o: transfer(o.token, [1, 2, 3]),
+        lambda o: transfer(o.token, {"from_account": 1, "to_account": 2}),
+        lambda o: transfer(o.token, {"from_account": 1, "to_account": 2, "amount_cents": 1, "memo": "x"}),
+        lambda o: transfer(o.token, None, raw=b"{}" + b" " * 70000),
+    ],
+    ids=["no-key", "no-token", "bad-token", "bad-json", "not-object", "missing-field", "unknown-field", "too-big"],
+)
 def test_requests_django_refuses_before_the_service_fall_through_with_their_body(owner, env):
     assert Lane()(env(owner), lambda *a: None) is None
     app = dispatcher(ApiHandler(), None, Lane())
@@ -220,8 +247,12 @@ def test_requests_django_refuses_before_the_service_fall_through_with_their_body
 
 def test_a_transfer_holds_both_databases_in_the_metrics(owner, accounts):
     def holds(alias):
-        return REGISTRY.get_sample_value("platform_db_connection_hold_seconds_count",
-                                         {"route": "api/market/transfers", "alias": alias}) or 0.0
+        return (
+            REGISTRY.get_sample_value(
+                "platform_db_connection_hold_seconds_count", {"route": "api/market/transfers", "alias": alias}
+            )
+            or 0.0
+        )
 
     before = holds("default"), holds("market")
     body = {"from_account": accounts[0].pk, "to_account": accounts[1].pk, "amount_cents": 1}

@@ -1,4 +1,5 @@
 """The harness itself: a throwaway cluster starts, hangs, resumes, crashes and restarts for real."""
+
 import psycopg
 import pytest
 

@@ -1,4 +1,5 @@
 """The router: each app on its alias, shared apps on default, never an unanswered allow_migrate."""
+
 import uuid
 
 import psycopg
@@ -55,8 +56,9 @@ def test_relations_only_within_one_database():
 def fresh_databases():
     """Three empty databases on the test server, dropped afterwards."""
     sd = connections["default"].settings_dict
-    server = dict(host=sd["HOST"], port=sd["PORT"] or 5432, user=sd["USER"] or "postgres",
-                  password=sd["PASSWORD"] or None)
+    server = dict(
+        host=sd["HOST"], port=sd["PORT"] or 5432, user=sd["USER"] or "postgres", password=sd["PASSWORD"] or None
+    )
     names = {p: f"fresh_{p.lower()}_{uuid.uuid4().hex[:8]}" for p in ("SHARED", "BLOG", "MARKET")}
     with psycopg.connect(dbname="postgres", autocommit=True, **server) as conn:
         for name in names.values():

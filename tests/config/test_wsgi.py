@@ -1,4 +1,5 @@
 """The two stacks: API paths skip session, CSRF and frame-option middleware; the admin keeps them."""
+
 import pytest
 
 from tests.servers import Gunicorn, cluster_env, http, test_database_urls

@@ -7,6 +7,7 @@ cluster of its own, so freezing it freezes nothing else.
 Fixtures are module-scoped (initdb + migrate + gunicorn take seconds); every
 test leaves its fault repaired and waits until the app answers again.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ FAULT_ENV = {
 
 
 def manage_out(env: dict[str, str], *args: str) -> str:
-    proc = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, f"manage.py {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -71,8 +73,12 @@ class Site:
         return self.post("/api/market/orders", {"items": [{"sku": sku, "quantity": 1}]})
 
     def wait_healthy(self, what: str = "every database to answer") -> None:
-        wait_for(lambda: self.product()[0] == 200 and self.blog()[0] == 200 and self.get("/readyz")[0] == 200,
-                 timeout=30, interval=0.1, what=what)
+        wait_for(
+            lambda: self.product()[0] == 200 and self.blog()[0] == 200 and self.get("/readyz")[0] == 200,
+            timeout=30,
+            interval=0.1,
+            what=what,
+        )
 
 
 def _seed(site: Site) -> None:
@@ -80,8 +86,9 @@ def _seed(site: Site) -> None:
     manage_out(env, "createsuperuser", "--noinput", "--username", "faultstaff", "--email", "staff@example.com")
     site.token = manage_out(env, "create_api_token", "faultstaff").strip().splitlines()[-1]
     for sku in SKUS:
-        status, body, _ = site.post("/api/market/products",
-                                    {"sku": sku, "name": f"Fault {sku}", "price_cents": 100, "stock": 1_000_000})
+        status, body, _ = site.post(
+            "/api/market/products", {"sku": sku, "name": f"Fault {sku}", "price_cents": 100, "stock": 1_000_000}
+        )
         assert status == 201, body
     status, body, _ = site.post("/api/blog/posts", {"title": "Faults", "body": "They happen.", "status": "published"})
     assert status == 201, body

@@ -1,5 +1,6 @@
 """The pool's checkout check: no round trip for a connection that just answered,
 a real check (with a deadline) as soon as the server has said anything since."""
+
 import time
 
 import psycopg
@@ -44,7 +45,8 @@ def test_a_fresh_connection_the_server_ended_is_checked_and_refused(cluster):
         pid = conn.info.backend_pid
         conn._last_ok = time.monotonic()
         cluster.execute("SELECT pg_terminate_backend(%s)", [pid])
-        wait_for(lambda: not cluster.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]),
-                 what="backend to end")
+        wait_for(
+            lambda: not cluster.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]), what="backend to end"
+        )
         with pytest.raises(psycopg.OperationalError):
             check_on_checkout(conn, timeout=0.5)

@@ -2,6 +2,7 @@
 or in a middleware (Django's own error handling: handler500, or the debug page with
 DEBUG on). The fault here is real: `default`'s breaker is open, so opening a
 connection to it fails before any network call."""
+
 from __future__ import annotations
 
 import pytest
@@ -58,8 +59,9 @@ def test_fault_in_a_view_is_a_503():
 @pytest.mark.parametrize("debug", [False, True], ids=["handler500", "debug-page"])
 def test_fault_in_a_middleware_is_a_503_not_a_500(debug):
     stack = list(settings.MIDDLEWARE)
-    stack.insert(stack.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
-                 f"{__name__}.UserTouchingMiddleware")
+    stack.insert(
+        stack.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1, f"{__name__}.UserTouchingMiddleware"
+    )
     with override_settings(MIDDLEWARE=stack, DEBUG=debug):
         _open_default_breaker()
         _assert_503_default(_client().get("/healthz"))

@@ -1,5 +1,6 @@
 """The pieces under the fault behaviour, each against a real server: the breaker and its
 background probe, the bulkhead, the statement watchdog, the pool check's deadline."""
+
 from __future__ import annotations
 
 import contextlib
@@ -63,8 +64,12 @@ def test_bulkhead_refuses_only_when_slow_calls_fill_it(make_cluster):
                 c.execute("SELECT 1")
         for t in threads:
             t.start()
-        wait_for(lambda: guard.slow_calls("market") == 2, timeout=10, interval=SLOW_CALL_S / 5,
-                 what="two calls to become slow")
+        wait_for(
+            lambda: guard.slow_calls("market") == 2,
+            timeout=10,
+            interval=SLOW_CALL_S / 5,
+            what="two calls to become slow",
+        )
         with pytest.raises(DatabaseUnavailable) as refused:
             with guard.call("market", limit=2):
                 pass

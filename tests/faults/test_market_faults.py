@@ -4,6 +4,7 @@ Every fault class against a real gunicorn: the market endpoints answer a clean
 `503 database_unavailable` naming `market` (never a 500, never a hang), the blog
 keeps answering 200 meanwhile, and market answers 200 again once its server does.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -75,9 +76,17 @@ def test_hung_market_never_holds_the_blog_and_in_flight_requests_end_in_503(mark
     in_flight: list = []
     t = threading.Thread(target=lambda: in_flight.append(site.order()), daemon=True)
     t.start()
-    wait_for(lambda: market.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'web:market' AND wait_event_type = 'Lock'",
-        dbname="fault_market")[0][0] == 1, what="the order to wait on the row lock")
+    wait_for(
+        lambda: (
+            market.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'web:market' AND wait_event_type = 'Lock'",
+                dbname="fault_market",
+            )[0][0]
+            == 1
+        ),
+        what="the order to wait on the row lock",
+    )
     with Load(site.blog, clients=3) as blog:
         market.hang()
         try:
@@ -105,8 +114,9 @@ def test_restarted_market_fails_no_request_afterwards(market_apart):
     in_parallel([site.product for _ in range(16)])
     site.clusters["market"].restart()
     answers = in_parallel([site.product for _ in range(24)] + [site.order for _ in range(8)], workers=8)
-    assert [a[0] for a in answers].count(200) + [a[0] for a in answers].count(201) == len(answers), \
-        [a[:2] for a in answers if a[0] not in (200, 201)]
+    assert [a[0] for a in answers].count(200) + [a[0] for a in answers].count(201) == len(answers), [
+        a[:2] for a in answers if a[0] not in (200, 201)
+    ]
 
 
 def test_restart_under_load_answers_200_or_503_only(market_apart):
@@ -165,9 +175,15 @@ def test_more_slow_requests_than_connections_get_503_never_a_hang(market_apart, 
     server = site.server
     if market_pool:
         server = Gunicorn({**site.env, "MARKET_DATABASE_POOL_MAX_SIZE": market_pool}, workers=1, threads=8).start()
+
     def order():
-        return http("POST", server.url("/api/market/orders"), {"items": [{"sku": SKU, "quantity": 1}]},
-                    headers={"Authorization": f"Token {site.token}"}, timeout=HTTP_TIMEOUT_S)
+        return http(
+            "POST",
+            server.url("/api/market/orders"),
+            {"items": [{"sku": SKU, "quantity": 1}]},
+            headers={"Authorization": f"Token {site.token}"},
+            timeout=HTTP_TIMEOUT_S,
+        )
 
     def blog_get():
         return http("GET", server.url("/api/blog/posts"), timeout=HTTP_TIMEOUT_S)
@@ -215,14 +231,23 @@ def test_session_left_idle_in_transaction_is_killed_and_the_app_goes_on(market_a
     market = site.clusters["market"]
     sku = SKUS[2]
     code = IDLE_SESSION.replace("SKU", repr(sku))
-    proc = subprocess.Popen([sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
-                            cwd=ROOT, env=site.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=ROOT,
+        env=site.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "locked"
 
         def idle_sessions():
-            return market.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cli:market' "
-                                  "AND state = 'idle in transaction'", dbname="fault_market")[0][0]
+            return market.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cli:market' "
+                "AND state = 'idle in transaction'",
+                dbname="fault_market",
+            )[0][0]
 
         # The server ends the idle transaction on its own (MARKET_..._IDLE_IN_TRANSACTION_TIMEOUT_MS=1000)...
         wait_for(lambda: idle_sessions() == 0, timeout=30, what="the idle transaction to be terminated")
@@ -243,8 +268,14 @@ def test_no_connection_is_left_behind_after_the_faults(market_apart):
     site = market_apart
     site.wait_healthy()
     rows = site.clusters["market"].execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'web:market'", dbname="fault_market")
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'web:market'", dbname="fault_market"
+    )
     assert rows[0][0] <= 8  # POOL_MAX_SIZE x 1 worker
     with psycopg.connect(site.env["MARKET_DATABASE_URL"]) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
-                            "AND application_name LIKE 'web:%'").fetchone()[0] == 0
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+                "AND application_name LIKE 'web:%'"
+            ).fetchone()[0]
+            == 0
+        )

@@ -1,5 +1,6 @@
 """The shared database (`default`: users, sessions, tokens) down: reads that need no
 login keep working; whatever needs it answers 503 naming `default`, never a 500."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Fixtures of the long-job tests (helpers are in tests/jobs/helpers.py)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """`import_products --nice N` also lowers the priority of its own PostgreSQL backend
 when the server runs on this host (config/backend_priority.py), read back from
 /proc/<pid>/stat of the server process, and puts it back afterwards."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,11 @@ pytestmark = [
 
 
 def lowered_backend(log: str) -> int:
-    found = re.search(r"lowered the CPU priority of its database backend \(pid (\d+), loopback\) "
-                      r"from nice 0 to 10", log)
+    found = re.search(
+        r"lowered the CPU priority of its database backend \(pid (\d+), loopback\) "
+        r"from nice 0 to 10",
+        log,
+    )
     assert found, log
     return int(found.group(1))
 
@@ -41,8 +45,13 @@ def test_the_jobs_backend_runs_at_the_lowered_priority_during_an_import(tmp_path
     proc = start_import(path, job_env, "--batch-size", "1000", "-v", "2")
 
     # The job's one session is reniced before pass 1: seen in pg_stat_activity, so while the job runs.
-    niced = wait_for(lambda: [pid for pid in jobs_backend_pids() if process_nice(pid) == 10]
-                     or (proc.poll() is not None and "finished"), timeout=120, what="a jobs:market backend at nice 10")
+    niced = wait_for(
+        lambda: (
+            [pid for pid in jobs_backend_pids() if process_nice(pid) == 10] or (proc.poll() is not None and "finished")
+        ),
+        timeout=120,
+        what="a jobs:market backend at nice 10",
+    )
     assert niced != "finished", "the import finished before its backend was seen"
     assert all(process_nice(pid) == 0 for pid in connections_of_others())
     out, err = proc.communicate(timeout=120)
@@ -97,8 +106,9 @@ def test_the_backend_gets_its_priority_back_when_the_run_ends(tmp_path):
             connections["market_jobs"].close()
 
     assert result.created == 100
-    assert messages[0][0].startswith(f"lowered the CPU priority of its database backend (pid {pid}, loopback) "
-                                     "from nice 0 to 5")
+    assert messages[0][0].startswith(
+        f"lowered the CPU priority of its database backend (pid {pid}, loopback) from nice 0 to 5"
+    )
     assert messages[0][1] == 5  # the backend's nice when the job said so
     assert messages[-1] == (f"database backend (pid {pid}) back to nice 0", 0)
     assert after == 0

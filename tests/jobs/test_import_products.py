@@ -1,5 +1,6 @@
 """`manage.py import_products`, run as a user runs it: a real subprocess on the
 test databases, watched from PostgreSQL (rows, pg_stat_activity, pg_locks)."""
+
 from __future__ import annotations
 
 import errno
@@ -36,8 +37,10 @@ pytestmark = pytest.mark.django_db(databases=["default", "blog", "market", "mark
 
 
 def bulk_events() -> list[dict]:
-    return [e.changes["counts"] for e in
-            AuditEvent.objects.filter(action="bulk", model="market.product").order_by("occurred_at")]
+    return [
+        e.changes["counts"]
+        for e in AuditEvent.objects.filter(action="bulk", model="market.product").order_by("occurred_at")
+    ]
 
 
 def distinct_skus() -> int:
@@ -62,7 +65,7 @@ def test_imports_100k_rows_within_the_jobs_budget_while_the_web_answers(tmp_path
     assert proc.returncode == 0, err
     assert "100,000 created, 0 updated, 0 unchanged (10 batches" in out
     assert product_count() == distinct_skus() == 100_001
-    assert products()["SKU-0000007"] == ("Product 7, \"deluxe\"", 107, 7)
+    assert products()["SKU-0000007"] == ('Product 7, "deluxe"', 107, 7)
     # The job was seen, and never above its pool (JOBS_DATABASE_POOL_MAX_SIZE, default 2).
     assert 1 <= max(jobs_seen) <= 2, jobs_seen
     # The web kept answering from its own pool all along.
@@ -70,8 +73,14 @@ def test_imports_100k_rows_within_the_jobs_budget_while_the_web_answers(tmp_path
     # Not a terminal: plain progress lines, ending at 100%.
     assert "importing: 100,000/100,000 rows (100.0%)" in err and "rows/s eta" in err
     # One audit event per run, with counts.
-    assert bulk_events()[-1] == {"rows": 100_000, "created": 100_000, "updated": 0, "unchanged": 0,
-                                 "batches": 10, "completed": True}
+    assert bulk_events()[-1] == {
+        "rows": 100_000,
+        "created": 100_000,
+        "updated": 0,
+        "unchanged": 0,
+        "batches": 10,
+        "completed": True,
+    }
     wait_for(lambda: jobs_connections() == 0, timeout=10, what="no jobs:market connection left")
 
 
@@ -88,8 +97,12 @@ def test_a_rerun_updates_changed_rows_and_duplicates_nothing(tmp_path, job_env):
     added = [product_row(i) for i in range(5000, 5003)]
     # Columns in another order are fine: the header names them.
     reordered = [(name, stock, sku, price) for sku, name, price, stock in changed + added]
-    second = run_import(write_csv(tmp_path / "b.csv", reordered, header=("name", "stock", "sku", "price_cents")),
-                        job_env, "--batch-size", "1000")
+    second = run_import(
+        write_csv(tmp_path / "b.csv", reordered, header=("name", "stock", "sku", "price_cents")),
+        job_env,
+        "--batch-size",
+        "1000",
+    )
 
     assert second.returncode == 0, second.stderr
     assert "3 created, 4 updated, 4,996 unchanged" in second.stdout
@@ -131,8 +144,9 @@ def test_a_bad_row_stops_the_import_before_anything_is_written(tmp_path, job_env
 
 
 def test_a_bad_header_is_refused_naming_the_column(tmp_path, job_env):
-    result = run_import(write_csv(tmp_path / "h.csv", [("A-1", "A", "1")], header=("sku", "name", "price_cents")),
-                        job_env)
+    result = run_import(
+        write_csv(tmp_path / "h.csv", [("A-1", "A", "1")], header=("sku", "name", "price_cents")), job_env
+    )
     assert result.returncode != 0
     assert "line 1, column stock: missing from the header" in result.stderr
     assert product_count() == 0
@@ -230,8 +244,14 @@ def test_progress_is_a_bar_on_a_terminal(tmp_path, job_env, rows_cols):
     path = write_csv(tmp_path / "t.csv", (product_row(i) for i in range(20_000)))
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *rows_cols, 0, 0))
-    proc = subprocess.Popen([sys.executable, "manage.py", "import_products", str(path)], cwd=ROOT, env=job_env,
-                            stdout=subprocess.PIPE, stderr=slave, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "import_products", str(path)],
+        cwd=ROOT,
+        env=job_env,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        text=True,
+    )
     os.close(slave)
     chunks = []
     while True:

@@ -1,5 +1,6 @@
 """Market test helpers: users with API tokens, a JSON client, and a way to run
 work in real threads that each use (and give back) their own pooled connections."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,9 @@ class Api:
     def get(self, path: str, headers: dict[str, str] | None = None):
         return self.client.get(path, headers=self._headers(headers))
 
-    def post(self, path: str, body: Any = None, *, raw: bytes | str | None = None,
-             headers: dict[str, str] | None = None):
+    def post(
+        self, path: str, body: Any = None, *, raw: bytes | str | None = None, headers: dict[str, str] | None = None
+    ):
         data = raw if raw is not None else json.dumps(body)
         return self.client.post(path, data=data, content_type="application/json", headers=self._headers(headers))
 

@@ -1,5 +1,6 @@
 """The admin manages products, orders and accounts in the market database;
 orders and transfers are made by the services, so the admin cannot forge them."""
+
 from __future__ import annotations
 
 import pytest
@@ -36,14 +37,25 @@ def market_rows(table: str) -> int:
 
 def test_every_market_page_renders(admin_client, order):
     a, b = Account.objects.create(balance_cents=10), Account.objects.create(balance_cents=0)
-    t = Transfer.objects.create(from_account=a, to_account=b, amount_cents=1, requester_id=1,
-                                idempotency_key="k", request_hash="h")
-    for url in ["/admin/market/", "/admin/market/product/", "/admin/market/product/add/",
-                f"/admin/market/product/{Product.objects.get().pk}/change/", "/admin/market/product/?q=P1",
-                "/admin/market/product/?in_stock=yes", "/admin/market/product/?in_stock=no",
-                "/admin/market/order/", f"/admin/market/order/{order.pk}/change/",
-                "/admin/market/account/", "/admin/market/account/add/", f"/admin/market/account/{a.pk}/change/",
-                "/admin/market/transfer/", f"/admin/market/transfer/{t.pk}/change/"]:
+    t = Transfer.objects.create(
+        from_account=a, to_account=b, amount_cents=1, requester_id=1, idempotency_key="k", request_hash="h"
+    )
+    for url in [
+        "/admin/market/",
+        "/admin/market/product/",
+        "/admin/market/product/add/",
+        f"/admin/market/product/{Product.objects.get().pk}/change/",
+        "/admin/market/product/?q=P1",
+        "/admin/market/product/?in_stock=yes",
+        "/admin/market/product/?in_stock=no",
+        "/admin/market/order/",
+        f"/admin/market/order/{order.pk}/change/",
+        "/admin/market/account/",
+        "/admin/market/account/add/",
+        f"/admin/market/account/{a.pk}/change/",
+        "/admin/market/transfer/",
+        f"/admin/market/transfer/{t.pk}/change/",
+    ]:
         assert admin_client.get(url).status_code == 200, url
 
 
@@ -85,11 +97,20 @@ def test_a_stale_stock_is_never_written_back(admin_client):
 def test_orders_cannot_be_added_or_deleted_but_their_status_can_change(admin_client, order):
     assert admin_client.get("/admin/market/order/add/").status_code == 403
     assert admin_client.post(f"/admin/market/order/{order.pk}/delete/", {"post": "yes"}).status_code == 403
-    r = admin_client.post(f"/admin/market/order/{order.pk}/change/", {
-        "status": "cancelled", "total_cents": 0, "buyer_id": 99,
-        "lines-TOTAL_FORMS": 1, "lines-INITIAL_FORMS": 1, "lines-MIN_NUM_FORMS": 0, "lines-MAX_NUM_FORMS": 1000,
-        "lines-0-id": order.lines.get().pk, "lines-0-order": order.pk,
-    })
+    r = admin_client.post(
+        f"/admin/market/order/{order.pk}/change/",
+        {
+            "status": "cancelled",
+            "total_cents": 0,
+            "buyer_id": 99,
+            "lines-TOTAL_FORMS": 1,
+            "lines-INITIAL_FORMS": 1,
+            "lines-MIN_NUM_FORMS": 0,
+            "lines-MAX_NUM_FORMS": 1000,
+            "lines-0-id": order.lines.get().pk,
+            "lines-0-order": order.pk,
+        },
+    )
     assert r.status_code == 302
     order.refresh_from_db()
     assert (order.status, order.total_cents, order.buyer_id) == ("cancelled", 200, 1)
@@ -111,8 +132,9 @@ def test_balances_are_opening_balances_only(admin_client):
 
 def test_transfers_are_read_only(admin_client):
     a, b = Account.objects.create(balance_cents=10), Account.objects.create(balance_cents=0)
-    t = Transfer.objects.create(from_account=a, to_account=b, amount_cents=1, requester_id=1,
-                                idempotency_key="k", request_hash="h")
+    t = Transfer.objects.create(
+        from_account=a, to_account=b, amount_cents=1, requester_id=1, idempotency_key="k", request_hash="h"
+    )
     assert admin_client.get("/admin/market/transfer/add/").status_code == 403
     r = admin_client.post(f"/admin/market/transfer/{t.pk}/change/", {"amount_cents": 5})
     assert r.status_code == 403

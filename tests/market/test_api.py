@@ -1,4 +1,5 @@
 """The market's HTTP interface as CONTRACT.md states it: shapes, and every error code."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,6 +31,7 @@ def accounts():
 
 
 # Products ------------------------------------------------------------------
+
 
 def test_staff_creates_a_product_and_anyone_reads_it(staff_api):
     r = staff_api.post("/api/market/products", {"sku": "SKU-1", "name": "Thing", "price_cents": 199, "stock": 3})
@@ -65,25 +67,28 @@ def test_product_list_pages_by_cursor(widget, gadget):
         assert r.status_code == 400 and code(r) == "invalid_request", bad
 
 
-@pytest.mark.parametrize("body", [
-    {"sku": "A", "name": "n", "price_cents": -1, "stock": 0},
-    {"sku": "A", "name": "n", "price_cents": "100", "stock": 0},
-    {"sku": "A", "name": "n", "price_cents": 1.5, "stock": 0},
-    {"sku": "A", "name": "n", "price_cents": True, "stock": 0},
-    {"sku": "A", "name": "n", "price_cents": 10**30, "stock": 0},
-    {"sku": "A", "name": "n", "price_cents": 1, "stock": -1},
-    {"sku": "A", "name": "n", "price_cents": 1, "stock": 2**31},
-    {"sku": "A", "name": "", "price_cents": 1, "stock": 0},
-    {"sku": "has space", "name": "n", "price_cents": 1, "stock": 0},
-    {"sku": "a/b", "name": "n", "price_cents": 1, "stock": 0},
-    {"sku": "", "name": "n", "price_cents": 1, "stock": 0},
-    {"sku": 12, "name": "n", "price_cents": 1, "stock": 0},
-    {"sku": "A", "name": "n" * 201, "price_cents": 1, "stock": 0},
-    {"name": "n", "price_cents": 1, "stock": 0},
-    {"sku": "A", "name": "n", "price_cents": 1, "stock": 0, "color": "red"},
-    [],
-    "sku",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"sku": "A", "name": "n", "price_cents": -1, "stock": 0},
+        {"sku": "A", "name": "n", "price_cents": "100", "stock": 0},
+        {"sku": "A", "name": "n", "price_cents": 1.5, "stock": 0},
+        {"sku": "A", "name": "n", "price_cents": True, "stock": 0},
+        {"sku": "A", "name": "n", "price_cents": 10**30, "stock": 0},
+        {"sku": "A", "name": "n", "price_cents": 1, "stock": -1},
+        {"sku": "A", "name": "n", "price_cents": 1, "stock": 2**31},
+        {"sku": "A", "name": "", "price_cents": 1, "stock": 0},
+        {"sku": "has space", "name": "n", "price_cents": 1, "stock": 0},
+        {"sku": "a/b", "name": "n", "price_cents": 1, "stock": 0},
+        {"sku": "", "name": "n", "price_cents": 1, "stock": 0},
+        {"sku": 12, "name": "n", "price_cents": 1, "stock": 0},
+        {"sku": "A", "name": "n" * 201, "price_cents": 1, "stock": 0},
+        {"name": "n", "price_cents": 1, "stock": 0},
+        {"sku": "A", "name": "n", "price_cents": 1, "stock": 0, "color": "red"},
+        [],
+        "sku",
+    ],
+)
 def test_bad_product_bodies_are_400_invalid_request(staff_api, body):
     r = staff_api.post("/api/market/products", body)
     assert r.status_code == 400 and code(r) == "invalid_request"
@@ -102,6 +107,7 @@ def test_product_creation_needs_a_staff_token(api):
 
 
 # Orders --------------------------------------------------------------------
+
 
 def test_order_takes_stock_and_answers_with_lines(api, buyer, widget, gadget):
     r = api.post("/api/market/orders", {"items": [{"sku": "WID-1", "quantity": 3}, {"sku": "GAD-1", "quantity": 2}]})
@@ -123,8 +129,8 @@ def test_order_takes_stock_and_answers_with_lines(api, buyer, widget, gadget):
 
 def test_an_order_is_visible_to_its_buyer_only(api, widget):
     order_id = api.post("/api/market/orders", {"items": [{"sku": "WID-1", "quantity": 1}]}).json()["data"]["id"]
-    from tests.market.conftest import make_user
     from audit.services import api_token_create
+    from tests.market.conftest import make_user
 
     other = Api(api_token_create(user=make_user("other")))
     r = other.get(f"/api/market/orders/{order_id}")
@@ -155,25 +161,28 @@ def test_unknown_sku_in_an_order_is_404_and_changes_nothing(api, widget):
     assert not Order.objects.exists()
 
 
-@pytest.mark.parametrize("body", [
-    {"items": []},
-    {"items": "WID-1"},
-    {"items": {"sku": "WID-1", "quantity": 1}},
-    {"items": [{"sku": "WID-1", "quantity": 0}]},
-    {"items": [{"sku": "WID-1", "quantity": -1}]},
-    {"items": [{"sku": "WID-1", "quantity": "1"}]},
-    {"items": [{"sku": "WID-1", "quantity": 1.0}]},
-    {"items": [{"sku": "WID-1", "quantity": True}]},
-    {"items": [{"sku": "WID-1", "quantity": 10**20}]},
-    {"items": [{"sku": "WID-1"}]},
-    {"items": [{"quantity": 1}]},
-    {"items": [{"sku": 5, "quantity": 1}]},
-    {"items": [{"sku": "WID-1", "quantity": 1, "note": "x"}]},
-    {"items": ["WID-1"]},
-    {"items": [{"sku": "WID-1", "quantity": 1}], "coupon": "FREE"},
-    {"items": [{"sku": f"S{i}", "quantity": 1} for i in range(101)]},
-    {},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"items": []},
+        {"items": "WID-1"},
+        {"items": {"sku": "WID-1", "quantity": 1}},
+        {"items": [{"sku": "WID-1", "quantity": 0}]},
+        {"items": [{"sku": "WID-1", "quantity": -1}]},
+        {"items": [{"sku": "WID-1", "quantity": "1"}]},
+        {"items": [{"sku": "WID-1", "quantity": 1.0}]},
+        {"items": [{"sku": "WID-1", "quantity": True}]},
+        {"items": [{"sku": "WID-1", "quantity": 10**20}]},
+        {"items": [{"sku": "WID-1"}]},
+        {"items": [{"quantity": 1}]},
+        {"items": [{"sku": 5, "quantity": 1}]},
+        {"items": [{"sku": "WID-1", "quantity": 1, "note": "x"}]},
+        {"items": ["WID-1"]},
+        {"items": [{"sku": "WID-1", "quantity": 1}], "coupon": "FREE"},
+        {"items": [{"sku": f"S{i}", "quantity": 1} for i in range(101)]},
+        {},
+    ],
+)
 def test_bad_order_bodies_are_400_invalid_request(api, widget, body):
     r = api.post("/api/market/orders", body)
     assert r.status_code == 400 and code(r) == "invalid_request"
@@ -187,6 +196,7 @@ def test_orders_need_a_token(widget):
 
 
 # Accounts ------------------------------------------------------------------
+
 
 def test_staff_opens_an_account_and_anyone_reads_it(staff_api):
     r = staff_api.post("/api/market/accounts", {"balance_cents": 5000})
@@ -203,8 +213,18 @@ def test_unknown_account_is_404_account_not_found():
         assert r.status_code == 404 and code(r) == "account_not_found", account_id
 
 
-@pytest.mark.parametrize("body", [{"balance_cents": -1}, {"balance_cents": "10"}, {"balance_cents": 1.5},
-                                  {"balance_cents": None}, {"balance_cents": 2**63}, {}, {"balance_cents": 1, "x": 1}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"balance_cents": -1},
+        {"balance_cents": "10"},
+        {"balance_cents": 1.5},
+        {"balance_cents": None},
+        {"balance_cents": 2**63},
+        {},
+        {"balance_cents": 1, "x": 1},
+    ],
+)
 def test_bad_account_bodies_are_400_invalid_request(staff_api, body):
     r = staff_api.post("/api/market/accounts", body)
     assert r.status_code == 400 and code(r) == "invalid_request"
@@ -220,6 +240,7 @@ def test_account_creation_needs_a_staff_token(api):
 
 # Transfers -----------------------------------------------------------------
 
+
 def transfer(api: Api, body, key: str | None = "key-1"):
     return api.post("/api/market/transfers", body, headers={"Idempotency-Key": key} if key is not None else None)
 
@@ -233,8 +254,13 @@ def test_transfer_moves_money_and_answers_the_transfer(api, accounts):
     r = transfer(api, {"from_account": a.pk, "to_account": b.pk, "amount_cents": 300})
     assert r.status_code == 201
     data = r.json()["data"]
-    assert data == {"id": data["id"], "from_account": a.pk, "to_account": b.pk, "amount_cents": 300,
-                    "created_at": data["created_at"]}
+    assert data == {
+        "id": data["id"],
+        "from_account": a.pk,
+        "to_account": b.pk,
+        "amount_cents": 300,
+        "created_at": data["created_at"],
+    }
     assert "Idempotent-Replayed" not in r.headers
     assert balances(a, b) == [700, 300]
 
@@ -253,8 +279,10 @@ def test_the_same_key_and_body_returns_the_same_transfer_and_moves_no_money(api,
 def test_the_same_key_with_another_body_is_409_idempotency_key_reused(api, accounts):
     a, b = accounts
     transfer(api, {"from_account": a.pk, "to_account": b.pk, "amount_cents": 300})
-    for body in ({"from_account": a.pk, "to_account": b.pk, "amount_cents": 301},
-                 {"from_account": b.pk, "to_account": a.pk, "amount_cents": 300}):
+    for body in (
+        {"from_account": a.pk, "to_account": b.pk, "amount_cents": 301},
+        {"from_account": b.pk, "to_account": a.pk, "amount_cents": 300},
+    ):
         r = transfer(api, body)
         assert r.status_code == 409 and code(r) == "idempotency_key_reused"
     assert Transfer.objects.count() == 1
@@ -283,8 +311,10 @@ def test_overdraft_is_409_insufficient_funds_and_moves_nothing(api, accounts):
 
 def test_unknown_account_in_a_transfer_is_404(api, accounts):
     a, _ = accounts
-    for body in ({"from_account": a.pk, "to_account": 999999, "amount_cents": 1},
-                 {"from_account": 999999, "to_account": a.pk, "amount_cents": 1}):
+    for body in (
+        {"from_account": a.pk, "to_account": 999999, "amount_cents": 1},
+        {"from_account": 999999, "to_account": a.pk, "amount_cents": 1},
+    ):
         r = transfer(api, body)
         assert r.status_code == 404 and code(r) == "account_not_found"
     assert balances(a) == [1000]
@@ -298,21 +328,24 @@ def test_accounts_with_an_owner_only_pay_out_for_that_owner(api, staff, accounts
     assert balances(a, b) == [1000, 0]
 
 
-@pytest.mark.parametrize("body", [
-    {"from_account": "A", "to_account": "B", "amount_cents": [1]},
-    {"from_account": "SAME", "to_account": "SAME", "amount_cents": 1},
-    {"from_account": "A", "to_account": "B", "amount_cents": 0},
-    {"from_account": "A", "to_account": "B", "amount_cents": -5},
-    {"from_account": "A", "to_account": "B", "amount_cents": "5"},
-    {"from_account": "A", "to_account": "B", "amount_cents": 5.0},
-    {"from_account": "A", "to_account": "B", "amount_cents": False},
-    {"from_account": "A", "to_account": "B", "amount_cents": None},
-    {"from_account": "A", "to_account": "B", "amount_cents": 2**64},
-    {"from_account": "1", "to_account": "B", "amount_cents": 5},
-    {"from_account": "A", "to_account": -1, "amount_cents": 5},
-    {"from_account": "A", "amount_cents": 5},
-    {"from_account": "A", "to_account": "B", "amount_cents": 5, "memo": "hi"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"from_account": "A", "to_account": "B", "amount_cents": [1]},
+        {"from_account": "SAME", "to_account": "SAME", "amount_cents": 1},
+        {"from_account": "A", "to_account": "B", "amount_cents": 0},
+        {"from_account": "A", "to_account": "B", "amount_cents": -5},
+        {"from_account": "A", "to_account": "B", "amount_cents": "5"},
+        {"from_account": "A", "to_account": "B", "amount_cents": 5.0},
+        {"from_account": "A", "to_account": "B", "amount_cents": False},
+        {"from_account": "A", "to_account": "B", "amount_cents": None},
+        {"from_account": "A", "to_account": "B", "amount_cents": 2**64},
+        {"from_account": "1", "to_account": "B", "amount_cents": 5},
+        {"from_account": "A", "to_account": -1, "amount_cents": 5},
+        {"from_account": "A", "amount_cents": 5},
+        {"from_account": "A", "to_account": "B", "amount_cents": 5, "memo": "hi"},
+    ],
+)
 def test_bad_transfer_bodies_are_400_invalid_request(api, accounts, body):
     a, b = accounts
     ids = {"A": a.pk, "B": b.pk, "SAME": a.pk}
@@ -326,8 +359,9 @@ def test_bad_transfer_bodies_are_400_invalid_request(api, accounts, body):
 def test_a_missing_or_malformed_idempotency_key_is_400(api, accounts, key):
     a, b = accounts
     headers = {"Idempotency-Key": key} if key is not None else {}
-    r = api.post("/api/market/transfers", {"from_account": a.pk, "to_account": b.pk, "amount_cents": 1},
-                 headers=headers)
+    r = api.post(
+        "/api/market/transfers", {"from_account": a.pk, "to_account": b.pk, "amount_cents": 1}, headers=headers
+    )
     assert r.status_code == 400 and code(r) == "invalid_request"
     assert balances(a, b) == [1000, 0]
 
@@ -340,26 +374,37 @@ def test_transfers_need_a_token(accounts):
 
 # Bodies and methods ----------------------------------------------------------
 
-@pytest.mark.parametrize("path", ["/api/market/products", "/api/market/orders", "/api/market/accounts",
-                                  "/api/market/transfers"])
-@pytest.mark.parametrize("raw", ["{", "not json", b"\xff\xfe", "", "null", "[1]", '"text"', "1e999999", "[" * 30000,
-                                 '{"items": ' * 5000])
+
+@pytest.mark.parametrize(
+    "path", ["/api/market/products", "/api/market/orders", "/api/market/accounts", "/api/market/transfers"]
+)
+@pytest.mark.parametrize(
+    "raw", ["{", "not json", b"\xff\xfe", "", "null", "[1]", '"text"', "1e999999", "[" * 30000, '{"items": ' * 5000]
+)
 def test_malformed_json_is_400_invalid_request(staff_api, path, raw):
     r = staff_api.post(path, raw=raw, headers={"Idempotency-Key": "k"})
     assert r.status_code == 400 and code(r) == "invalid_request"
 
 
-@pytest.mark.parametrize("path", ["/api/market/products", "/api/market/orders", "/api/market/accounts",
-                                  "/api/market/transfers"])
+@pytest.mark.parametrize(
+    "path", ["/api/market/products", "/api/market/orders", "/api/market/accounts", "/api/market/transfers"]
+)
 def test_oversized_bodies_are_413(staff_api, path):
     with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1024):
         r = staff_api.post(path, {"items": "x" * 2000}, headers={"Idempotency-Key": "k"})
     assert r.status_code == 413 and code(r) == "payload_too_large"
 
 
-@pytest.mark.parametrize("method,path", [("put", "/api/market/products"), ("delete", "/api/market/products/A"),
-                                         ("get", "/api/market/transfers"), ("patch", "/api/market/accounts/1"),
-                                         ("get", "/api/market/orders")])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("put", "/api/market/products"),
+        ("delete", "/api/market/products/A"),
+        ("get", "/api/market/transfers"),
+        ("patch", "/api/market/accounts/1"),
+        ("get", "/api/market/orders"),
+    ],
+)
 def test_other_methods_are_405(staff_api, method, path):
     r = getattr(staff_api.client, method)(path)
     assert r.status_code == 405 and code(r) == "method_not_allowed"

@@ -6,6 +6,7 @@ does. The pools are widened to THREADS connections for these tests (the
 `wide_pools` fixture): a cold pool of 4 with 4 waiters would refuse part of a
 burst of 8 with 503, which is the pool doing its job, not the market's.
 """
+
 from __future__ import annotations
 
 import random
@@ -18,8 +19,10 @@ from market.errors import InsufficientFunds
 from market.models import Account, Order, OrderLine, Product, Transfer
 from tests.market.conftest import THREADS, Api, released, run_threads
 
-pytestmark = [pytest.mark.django_db(databases=["default", "market"], transaction=True),
-              pytest.mark.usefixtures("wide_pools")]
+pytestmark = [
+    pytest.mark.django_db(databases=["default", "market"], transaction=True),
+    pytest.mark.usefixtures("wide_pools"),
+]
 
 
 def test_threads_ordering_one_product_sell_exactly_its_stock(buyer):
@@ -28,8 +31,10 @@ def test_threads_ordering_one_product_sell_exactly_its_stock(buyer):
 
     def worker(i):
         api = Api(buyer.token)
-        return [released(lambda: api.post("/api/market/orders", {"items": [{"sku": "HOT", "quantity": 1}]}))
-                for _ in range(attempts_per_thread)]
+        return [
+            released(lambda: api.post("/api/market/orders", {"items": [{"sku": "HOT", "quantity": 1}]}))
+            for _ in range(attempts_per_thread)
+        ]
 
     responses = [r for result in run_threads(worker) for r in _ok(result)]
     statuses = sorted(r.status_code for r in responses)
@@ -82,9 +87,15 @@ def test_random_transfers_keep_the_total_and_never_overdraw():
         for n in range(30):
             src, dst = rng.sample(ids, 2)
             try:
-                released(lambda: services.transfer_create(
-                    user=users[i], from_account_id=src, to_account_id=dst, amount_cents=rng.randint(1, 300),
-                    idempotency_key=f"t{i}-{n}"))
+                released(
+                    lambda: services.transfer_create(
+                        user=users[i],
+                        from_account_id=src,
+                        to_account_id=dst,
+                        amount_cents=rng.randint(1, 300),
+                        idempotency_key=f"t{i}-{n}",
+                    )
+                )
                 outcomes["created"] += 1
             except InsufficientFunds:
                 outcomes["insufficient_funds"] += 1
@@ -121,8 +132,9 @@ def test_concurrent_copies_of_one_transfer_move_money_once(buyer):
 
 def test_concurrent_reuse_of_a_key_with_other_bodies_moves_money_once(buyer):
     # Different account pairs: the row locks do not serialize these, the unique key does.
-    pairs = [(Account.objects.create(balance_cents=100), Account.objects.create(balance_cents=0))
-             for _ in range(THREADS)]
+    pairs = [
+        (Account.objects.create(balance_cents=100), Account.objects.create(balance_cents=0)) for _ in range(THREADS)
+    ]
 
     def worker(i):
         api = Api(buyer.token)
@@ -135,8 +147,11 @@ def test_concurrent_reuse_of_a_key_with_other_bodies_moves_money_once(buyer):
     assert {r.json()["error"]["code"] for r in responses if r.status_code == 409} == {"idempotency_key_reused"}
     assert Transfer.objects.count() == 1
     assert sum(Account.objects.values_list("balance_cents", flat=True)) == 100 * THREADS
-    moved = [(src.pk, dst.pk) for src, dst in pairs
-             if Account.objects.get(pk=src.pk).balance_cents != 100 or Account.objects.get(pk=dst.pk).balance_cents]
+    moved = [
+        (src.pk, dst.pk)
+        for src, dst in pairs
+        if Account.objects.get(pk=src.pk).balance_cents != 100 or Account.objects.get(pk=dst.pk).balance_cents
+    ]
     assert len(moved) == 1
 
 

@@ -1,4 +1,5 @@
 """The database itself refuses broken stock and money, whatever the Python code does."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,27 +29,40 @@ def test_stock_cannot_go_negative_even_by_a_direct_update():
 
 
 def test_prices_cannot_be_negative():
-    refused(Product, "market_product_price_nonnegative",
-            lambda: Product.objects.create(sku="S", name="s", price_cents=-1, stock=0))
+    refused(
+        Product,
+        "market_product_price_nonnegative",
+        lambda: Product.objects.create(sku="S", name="s", price_cents=-1, stock=0),
+    )
 
 
 def test_a_balance_cannot_go_negative_even_by_a_direct_update():
     a = Account.objects.create(balance_cents=5)
-    refused(Account, "market_account_balance_nonnegative",
-            lambda: Account.objects.filter(pk=a.pk).update(balance_cents=-1))
+    refused(
+        Account, "market_account_balance_nonnegative", lambda: Account.objects.filter(pk=a.pk).update(balance_cents=-1)
+    )
     assert Account.objects.get(pk=a.pk).balance_cents == 5
 
 
 def test_transfers_need_a_positive_amount_between_two_accounts():
     a, b = Account.objects.create(balance_cents=5), Account.objects.create(balance_cents=5)
     common = {"requester_id": 1, "request_hash": "x"}
-    refused(Transfer, "market_transfer_amount_positive", lambda: Transfer.objects.create(
-        from_account=a, to_account=b, amount_cents=0, idempotency_key="k1", **common))
-    refused(Transfer, "market_transfer_distinct_accounts", lambda: Transfer.objects.create(
-        from_account=a, to_account=a, amount_cents=1, idempotency_key="k2", **common))
+    refused(
+        Transfer,
+        "market_transfer_amount_positive",
+        lambda: Transfer.objects.create(from_account=a, to_account=b, amount_cents=0, idempotency_key="k1", **common),
+    )
+    refused(
+        Transfer,
+        "market_transfer_distinct_accounts",
+        lambda: Transfer.objects.create(from_account=a, to_account=a, amount_cents=1, idempotency_key="k2", **common),
+    )
     Transfer.objects.create(from_account=a, to_account=b, amount_cents=1, idempotency_key="k3", **common)
-    refused(Transfer, "market_transfer_unique_idempotency_key", lambda: Transfer.objects.create(
-        from_account=b, to_account=a, amount_cents=2, idempotency_key="k3", **common))
+    refused(
+        Transfer,
+        "market_transfer_unique_idempotency_key",
+        lambda: Transfer.objects.create(from_account=b, to_account=a, amount_cents=2, idempotency_key="k3", **common),
+    )
 
 
 def test_the_accounts_table_is_usable_by_the_reference_node_app():

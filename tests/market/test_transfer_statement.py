@@ -5,6 +5,7 @@ snapshot. The races are staged deterministically: the main thread holds the
 account rows in an open transaction, a worker's transfer queues behind it (the
 test waits until PostgreSQL reports it blocked), then the main thread commits.
 """
+
 from __future__ import annotations
 
 import threading
@@ -28,8 +29,9 @@ pytestmark = pytest.mark.django_db(databases=["default", "market"], transaction=
 
 
 def _transfer(user, src, dst, amount, key="k-1"):
-    return services.transfer_create(user=user, from_account_id=src.pk, to_account_id=dst.pk, amount_cents=amount,
-                                    idempotency_key=key)
+    return services.transfer_create(
+        user=user, from_account_id=src.pk, to_account_id=dst.pk, amount_cents=amount, idempotency_key=key
+    )
 
 
 def balances(*accounts) -> list[int]:
@@ -39,8 +41,11 @@ def balances(*accounts) -> list[int]:
 def transfer_events():
     """Outbox rows of transfers (the accounts' creation is audited too)."""
     outbox = MarketOutbox.objects.using("market")
-    return list(outbox.filter(action="update", model="market.account").union(
-        outbox.filter(model="market.transfer")).order_by("id"))
+    return list(
+        outbox.filter(action="update", model="market.account")
+        .union(outbox.filter(model="market.transfer"))
+        .order_by("id")
+    )
 
 
 def test_a_transfer_is_one_statement_and_leaves_no_transaction_open():
@@ -60,7 +65,10 @@ def test_a_transfer_is_one_statement_and_leaves_no_transaction_open():
     assert again.created_at == transfer.created_at == Transfer.objects.get(pk=transfer.pk).created_at
     assert balances(a, b) == [700, 300]
     assert [(e.action, e.model) for e in transfer_events()] == [
-        ("update", "market.account"), ("update", "market.account"), ("create", "market.transfer")]
+        ("update", "market.account"),
+        ("update", "market.account"),
+        ("create", "market.transfer"),
+    ]
 
 
 def test_through_the_api_the_market_database_sees_one_statement():
@@ -70,8 +78,11 @@ def test_through_the_api_the_market_database_sees_one_statement():
     api = Api(api_token_create(user=user))
     a, b = Account.objects.create(balance_cents=1000), Account.objects.create(balance_cents=0)
     with CaptureQueriesContext(connections["market"]) as queries:
-        r = api.post("/api/market/transfers", {"from_account": a.pk, "to_account": b.pk, "amount_cents": 1},
-                     headers={"Idempotency-Key": "api-1"})
+        r = api.post(
+            "/api/market/transfers",
+            {"from_account": a.pk, "to_account": b.pk, "amount_cents": 1},
+            headers={"Idempotency-Key": "api-1"},
+        )
     assert r.status_code == 201, r.json()
     assert [q["sql"].lstrip()[:15] for q in queries] == ["WITH locked AS "]
 
@@ -108,8 +119,11 @@ def test_in_autocommit_the_relay_is_kicked_at_once_and_delivers_the_events(setti
     with acting_as(user):
         transfer, _ = _transfer(user, a, b, 300)
     assert not connections["market"].run_on_commit
-    wait_for(lambda: AuditEvent.objects.filter(model="market.transfer", object_pk=str(transfer.pk)).exists(),
-             timeout=10, what="the relay thread to deliver the transfer's event")
+    wait_for(
+        lambda: AuditEvent.objects.filter(model="market.transfer", object_pk=str(transfer.pk)).exists(),
+        timeout=10,
+        what="the relay thread to deliver the transfer's event",
+    )
     assert relay.flush(10)  # nothing left to arrive in the shared database after this test
     assert AuditEvent.objects.filter(model="market.account", action="update").count() == 2
     assert not transfer_events()
@@ -117,9 +131,12 @@ def test_in_autocommit_the_relay_is_kicked_at_once_and_delivers_the_events(setti
 
 # Races -----------------------------------------------------------------------
 
+
 def _blocked_behind_this_connection(cursor) -> bool:
-    cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_locks l "
-                   "WHERE NOT l.granted AND pg_backend_pid() = ANY (pg_blocking_pids(l.pid)))")
+    cursor.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks l "
+        "WHERE NOT l.granted AND pg_backend_pid() = ANY (pg_blocking_pids(l.pid)))"
+    )
     return cursor.fetchone()[0]
 
 
@@ -173,8 +190,7 @@ def test_money_that_arrived_while_waiting_for_the_lock_can_be_spent():
     a, b, result = _transfer_queued_behind_a_balance_change(10, 500, amount=200)
     transfer, created = result()
     assert created and balances(a, b) == [300, 200]
-    src_event = MarketOutbox.objects.using("market").get(model="market.account", action="update",
-                                                         object_pk=str(a.pk))
+    src_event = MarketOutbox.objects.using("market").get(model="market.account", action="update", object_pk=str(a.pk))
     assert src_event.changes == {"balance_cents": {"old": 500, "new": 300}}
 
 
@@ -190,13 +206,21 @@ def _committed_copy(user, a, b, amount, key):
     Account.objects.filter(pk=a.pk).update(balance_cents=a.balance_cents - amount)
     Account.objects.filter(pk=b.pk).update(balance_cents=b.balance_cents + amount)
     return Transfer.objects.create(
-        from_account=a, to_account=b, amount_cents=amount, requester_id=user.pk, idempotency_key=key,
+        from_account=a,
+        to_account=b,
+        amount_cents=amount,
+        requester_id=user.pk,
+        idempotency_key=key,
         request_hash=services.transfer_request_hash(from_account_id=a.pk, to_account_id=b.pk, amount_cents=amount),
-        created_at=timezone.now())
+        created_at=timezone.now(),
+    )
 
 
-@pytest.mark.parametrize("opening, amount", [(1000, 100), (1000, 700)],
-                         ids=["the-copy-left-enough-so-the-unique-key-decides", "the-copy-drained-the-funds"])
+@pytest.mark.parametrize(
+    "opening, amount",
+    [(1000, 100), (1000, 700)],
+    ids=["the-copy-left-enough-so-the-unique-key-decides", "the-copy-drained-the-funds"],
+)
 def test_a_copy_that_committed_while_waiting_for_the_lock_is_replayed(opening, amount):
     # The copy is invisible to the statement's snapshot. With funds left, the INSERT hits the
     # unique key (nothing moves) and the replay follows; without, the refusal looks the key up afresh.

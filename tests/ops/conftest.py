@@ -7,6 +7,7 @@ Reusable pieces: `ops_env` (a project environment on the test databases),
 of it) with `pooled_env`, and the /proc helpers that tell which
 process owns a database connection.
 """
+
 from __future__ import annotations
 
 from urllib.parse import urlparse
@@ -77,8 +78,11 @@ def pooled_env(cluster, bouncer, *, direct: bool = True, **extra: str) -> dict[s
     """Every database of `cluster` through `bouncer` (POOLER=transaction, the pooler's numbers declared);
     with `direct`, DIRECT_URLs to the cluster (with a password trust auth ignores, to prove it never shows)."""
     prefixes = ("SHARED", "BLOG", "MARKET")
-    env = cluster_env({p: bouncer.url(f"ops_{p.lower()}") for p in prefixes},
-                      **{f"{p}_DATABASE_POOL_MAX_SIZE": "4" for p in prefixes}, JOBS_DATABASE_POOL_MAX_SIZE="2")
+    env = cluster_env(
+        {p: bouncer.url(f"ops_{p.lower()}") for p in prefixes},
+        **{f"{p}_DATABASE_POOL_MAX_SIZE": "4" for p in prefixes},
+        JOBS_DATABASE_POOL_MAX_SIZE="2",
+    )
     for p in prefixes:
         env[f"{p}_DATABASE_POOLER"] = "transaction"
         env[f"{p}_DATABASE_POOLER_POOL_SIZE"] = "4"  # the bouncer's default_pool_size 4 + reserve_pool_size 0
@@ -104,9 +108,11 @@ def activity(url: str, label_like: str = "%") -> list[dict]:
     (the test's own connection excluded)."""
     dbname = urlparse(url).path.lstrip("/")
     with connect(url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        cur.execute("SELECT pid, client_port, application_name, state, wait_event_type FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid() AND application_name LIKE %s",
-                    (dbname, label_like))
+        cur.execute(
+            "SELECT pid, client_port, application_name, state, wait_event_type FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid() AND application_name LIKE %s",
+            (dbname, label_like),
+        )
         return cur.fetchall()
 
 

@@ -1,5 +1,6 @@
 """gunicorn's boot checks in the master: unreachable aliases, the connection budget,
 and fork safety (`--preload` shares no pool between processes)."""
+
 import json
 import os
 import socket
@@ -9,7 +10,7 @@ import pytest
 
 from tests.conftest import manage
 from tests.ops.conftest import DIRECT_PASSWORD, activity, children, pooled_env, tcp_owners, uses_test_databases
-from tests.pgcluster import free_port
+from tests.pgcluster import free_port, wait_for
 from tests.servers import Gunicorn, http
 
 SECRET = "Sup3r-s3cret-pw"
@@ -36,7 +37,9 @@ def test_unreachable_alias_stops_gunicorn_naming_it_and_never_its_password(ops_e
     assert code != 0
     problems = failures(out)
     assert [p.split(" unreachable")[0] for p in problems] == [
-        f"database 'market' (127.0.0.1:{port}/ops_market)", f"database 'market_jobs' (127.0.0.1:{port}/ops_market)"]
+        f"database 'market' (127.0.0.1:{port}/ops_market)",
+        f"database 'market_jobs' (127.0.0.1:{port}/ops_market)",
+    ]
     assert SECRET not in out
     assert "Booting worker" not in out
 
@@ -47,8 +50,11 @@ def test_silent_alias_stops_gunicorn_after_the_connect_timeout(ops_env):
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         port = silent.getsockname()[1]
-        env = {**ops_env, "BLOG_DATABASE_URL": f"postgres://ops:{SECRET}@127.0.0.1:{port}/ops_blog",
-               "BLOG_DATABASE_CONNECT_TIMEOUT": "1"}
+        env = {
+            **ops_env,
+            "BLOG_DATABASE_URL": f"postgres://ops:{SECRET}@127.0.0.1:{port}/ops_blog",
+            "BLOG_DATABASE_CONNECT_TIMEOUT": "1",
+        }
         code, out = boot_and_wait(env, timeout=30)
     assert code != 0
     problems = failures(out)
@@ -63,8 +69,13 @@ def test_pools_that_could_exceed_a_servers_slots_stop_gunicorn_naming_server_and
     # market_jobs in every worker (its audit relay) and one job: (5 + 1) x 2 = 12; 22 > 17. Counting the
     # jobs pool once per instance (10 + 2) would have let it start.
     # shared and blog stay on the main server and fit: 5 x 1 + 6 x 2 each.
-    env = {**ops_env, "MARKET_DATABASE_URL": small_cluster.url("ops_market"), "MARKET_DATABASE_POOL_MAX_SIZE": "10",
-           "SHARED_DATABASE_POOL_MAX_SIZE": "1", "BLOG_DATABASE_POOL_MAX_SIZE": "1"}
+    env = {
+        **ops_env,
+        "MARKET_DATABASE_URL": small_cluster.url("ops_market"),
+        "MARKET_DATABASE_POOL_MAX_SIZE": "10",
+        "SHARED_DATABASE_POOL_MAX_SIZE": "1",
+        "BLOG_DATABASE_POOL_MAX_SIZE": "1",
+    }
     code, out = boot_and_wait(env, workers=5, threads=2)
     assert code != 0
     exceeded = failures(out)
@@ -114,14 +125,16 @@ def test_behind_pgbouncer_the_boot_judges_the_poolers_client_slots(small_cluster
 @pytest.mark.cluster
 def test_behind_pgbouncer_an_unreachable_direct_url_only_warns(small_cluster, small_bouncer, serve):
     port = free_port()
-    env = pooled_env(small_cluster, small_bouncer,
-                     MARKET_DATABASE_DIRECT_URL=f"postgres://ops:{SECRET}@127.0.0.1:{port}/ops_market")
+    env = pooled_env(
+        small_cluster, small_bouncer, MARKET_DATABASE_DIRECT_URL=f"postgres://ops:{SECRET}@127.0.0.1:{port}/ops_market"
+    )
     server = serve(env, workers=1, threads=2)
     out = server.output()
     assert "boot check failed" not in out and "the master holds no database pool" in out
     (warning,) = [line for line in out.splitlines() if "[WARNING] boot check:" in line]
-    assert (f"the direct URL of 'market' (127.0.0.1:{port}/ops_market, the server behind its pooler) "
-            "unreachable") in warning
+    assert (
+        f"the direct URL of 'market' (127.0.0.1:{port}/ops_market, the server behind its pooler) unreachable"
+    ) in warning
     # The other databases' server was read through their direct URLs and judged.
     assert f"budget: postgres 127.0.0.1:{small_cluster.port}: max_connections 20 - 3 reserved = 17" in out
     assert SECRET not in out and DIRECT_PASSWORD not in out
@@ -130,8 +143,14 @@ def test_behind_pgbouncer_an_unreachable_direct_url_only_warns(small_cluster, sm
 def test_preload_with_several_workers_shares_no_connection_between_processes(ops_env, ops_urls, serve):
     server = serve(ops_env, workers=3, threads=4, args=("--preload",))
     paths = ["/readyz", "/api/users/1", "/readyz", "/api/users/999999"] * 15
+
+    def get(path: str) -> int:
+        if path == "/readyz":  # opens every alias's pool; cold pools on a busy machine may miss its 1 s once
+            return wait_for(lambda: http("GET", server.url(path))[0] == 200 and 200, what="/readyz 200")
+        return http("GET", server.url(path))[0]
+
     with ThreadPoolExecutor(12) as ex:
-        statuses = list(ex.map(lambda p: http("GET", server.url(p))[0], paths))
+        statuses = list(ex.map(get, paths))
     assert set(statuses) <= {200, 404} and statuses.count(200) >= 30
     assert "the master holds no database pool" in server.output()
 
@@ -139,13 +158,20 @@ def test_preload_with_several_workers_shares_no_connection_between_processes(ops
     workers = children(master)
     assert len(workers) == 3
     assert len(os.listdir(f"/proc/{master}/task")) == 1, "the master runs a thread a fork could copy mid-lock"
-    owners = tcp_owners([master, *workers])
-    web = [row for url in ops_urls.values() for row in activity(url, "web:%")]
-    assert web, "the workers opened no connection"
-    for row in web:
-        holders = owners.get(row["client_port"])
-        assert holders and len(holders) == 1, f"{row['application_name']} socket held by {holders}"
-        assert holders <= set(workers), f"{row['application_name']} held by the master"
+
+    def every_connection_held_by_one_worker() -> bool:
+        # Two snapshots (sockets, then pg_stat_activity): a pool opening a connection in between
+        # shows a port nobody holds yet; look again. A shared or master-held socket fails at once.
+        owners = tcp_owners([master, *workers])
+        web = [row for url in ops_urls.values() for row in activity(url, "web:%")]
+        assert web, "the workers opened no connection"
+        for row in web:
+            holders = owners.get(row["client_port"], set())
+            assert len(holders) <= 1, f"{row['application_name']} socket held by {holders}"
+            assert holders <= set(workers), f"{row['application_name']} held by the master"
+        return all(owners.get(row["client_port"]) for row in web)
+
+    wait_for(every_connection_held_by_one_worker, timeout=10, what="every web connection held by a worker")
 
 
 # Run by `manage.py shell -c`: boot_checks as gunicorn's master runs it, counting the threads it starts.

@@ -1,5 +1,6 @@
 """The connection budget: arithmetic (config/budget.py) and `manage.py dbbudget` against a real server,
 directly and behind a real PgBouncer."""
+
 import json
 
 import pytest
@@ -17,13 +18,32 @@ def target(alias, role="web", server=SERVER, min_size=1, max_size=10, pooler="di
     return Target(alias, role, server, alias, min_size, max_size, pooler, **kwargs)
 
 
-def pooled(alias, role="web", database=None, direct=SERVER, max_size=8, pool_size=20, client_conn=100,
-           server=BOUNCER, prefix=None):
+def pooled(
+    alias,
+    role="web",
+    database=None,
+    direct=SERVER,
+    max_size=8,
+    pool_size=20,
+    client_conn=100,
+    server=BOUNCER,
+    prefix=None,
+):
     """An alias behind a transaction pooler at `server` (its jobs alias: same database and user)."""
-    return Target(alias, role, server, database or alias.removesuffix("_jobs"), 1, max_size, "transaction",
-                  user="app", prefix=prefix or alias.removesuffix("_jobs").upper(),
-                  direct_server=direct if role != "replica" else "", pooler_pool_size=pool_size,
-                  pooler_max_client_conn=client_conn)
+    return Target(
+        alias,
+        role,
+        server,
+        database or alias.removesuffix("_jobs"),
+        1,
+        max_size,
+        "transaction",
+        user="app",
+        prefix=prefix or alias.removesuffix("_jobs").upper(),
+        direct_server=direct if role != "replica" else "",
+        pooler_pool_size=pool_size,
+        pooler_max_client_conn=client_conn,
+    )
 
 
 def fleet_of_three(pooler: bool, **kwargs) -> list[Target]:
@@ -58,10 +78,13 @@ def test_a_worker_cannot_hold_more_connections_per_alias_than_threads_but_keeps_
 
 
 def test_jobs_pools_count_in_every_web_worker_plus_one_job_per_instance_and_servers_sum_their_aliases():
-    targets = [target("default"), target("default_jobs", role="jobs", max_size=2), target("blog"),
-               target("blog_replica", role="replica", server="db2:5432")]
-    fleet = plan(targets, instances=3, workers=8, threads=4,
-                 limits={SERVER: Limits(250, 3), "db2:5432": Limits(50, 3)})
+    targets = [
+        target("default"),
+        target("default_jobs", role="jobs", max_size=2),
+        target("blog"),
+        target("blog_replica", role="replica", server="db2:5432"),
+    ]
+    fleet = plan(targets, instances=3, workers=8, threads=4, limits={SERVER: Limits(250, 3), "db2:5432": Limits(50, 3)})
     by_server = {b.server: b for b in fleet}
     primary = by_server[SERVER]
     rows = {r.alias: (r.per_process, r.processes, r.total) for r in primary.rows}
@@ -80,8 +103,13 @@ def test_twenty_instances_do_not_fit_a_hundred_connection_server_without_a_poole
     """docs/scaling.md, "without a pooler": 20 instances x 2 workers x 8 threads, defaults."""
     (server,) = plan(fleet_of_three(False), instances=20, workers=2, threads=8, limits={SERVER: Limits(100, 3)})
     assert {r.alias: r.total for r in server.rows} == {
-        "default": 320, "blog": 320, "market": 320,  # 40 workers x min(8, 8)
-        "default_jobs": 120, "blog_jobs": 120, "market_jobs": 120}  # 20 x (2 + 1) processes x 2
+        "default": 320,
+        "blog": 320,
+        "market": 320,  # 40 workers x min(8, 8)
+        "default_jobs": 120,
+        "blog_jobs": 120,
+        "market_jobs": 120,
+    }  # 20 x (2 + 1) processes x 2
     assert (server.total, server.available, server.over) == (1320, 97, True)
     # Even the smallest fleet of that shape (1 worker, 1 thread, pools of 1) needs 20 x 3 + 20 x 2 x 3 x 1.
     tiny = [target(t.alias, role=t.role, max_size=1) for t in fleet_of_three(False)]
@@ -99,20 +127,22 @@ def test_behind_a_pooler_the_server_sees_the_pooler_pools_not_the_fleet():
     assert (front.total, front.available, front.over) == (1320, 2000, False)
     # Server side: one pool per database/user pair (the jobs alias shares it), the job locks, migrate_all.
     assert [(r.alias, r.role, r.per_process, r.processes) for r in back.rows] == [
-        ("default+default_jobs", "pooled", 20, 1), ("blog+blog_jobs", "pooled", 20, 1),
-        ("market+market_jobs", "pooled", 20, 1), ("(job locks)", "direct", 1, 20), ("(migrate_all)", "direct", 1, 1)]
+        ("default+default_jobs", "pooled", 20, 1),
+        ("blog+blog_jobs", "pooled", 20, 1),
+        ("market+market_jobs", "pooled", 20, 1),
+        ("(job locks)", "direct", 1, 20),
+        ("(migrate_all)", "direct", 1, 1),
+    ]
     assert (back.total, back.available, back.over) == (81, 97, False)
     assert problems(fleet, scope="the fleet") == []
 
     # 200 instances: 10x the clients, and only the job locks grow on the server.
-    (front10, back10) = plan(fleet_of_three(True, client_conn=2000), instances=200, workers=2, threads=8,
-                             limits=limits)
+    (front10, back10) = plan(fleet_of_three(True, client_conn=2000), instances=200, workers=2, threads=8, limits=limits)
     assert (front10.total, front10.over) == (13200, True)
     assert back10.total == 60 + 200 + 1 and back10.over
 
     # One PgBouncer per host: each has its own pools on the server.
-    three = plan(fleet_of_three(True, client_conn=2000), instances=20, workers=2, threads=8, limits=limits,
-                 poolers=3)
+    three = plan(fleet_of_three(True, client_conn=2000), instances=20, workers=2, threads=8, limits=limits, poolers=3)
     assert three[1].total == 3 * 60 + 21 and three[1].over
     assert (three[0].total, three[0].available, three[0].over) == (1320, 6000, False)
     (message,) = problems(three, scope="the fleet")
@@ -120,8 +150,12 @@ def test_behind_a_pooler_the_server_sees_the_pooler_pools_not_the_fleet():
 
 
 def test_pooler_client_limit_is_the_smallest_declared_per_pooler_times_the_poolers():
-    targets = [pooled("default", client_conn=500), pooled("default_jobs", role="jobs", max_size=2, client_conn=500),
-               pooled("market", client_conn=300), pooled("market_jobs", role="jobs", max_size=2, client_conn=300)]
+    targets = [
+        pooled("default", client_conn=500),
+        pooled("default_jobs", role="jobs", max_size=2, client_conn=500),
+        pooled("market", client_conn=300),
+        pooled("market_jobs", role="jobs", max_size=2, client_conn=300),
+    ]
     # 4 instances x 4 workers x min(8, 8) = 128 per web alias; jobs 4 x 5 x 2 = 40 each: 336 > 300.
     (front, _) = plan(targets, instances=4, workers=4, threads=8, limits={SERVER: Limits(100, 3)})
     assert (front.total, front.client_conn, front.available, front.over) == (336, 300, 300, True)
@@ -133,20 +167,39 @@ def test_pooler_client_limit_is_the_smallest_declared_per_pooler_times_the_poole
 
 
 def test_pairs_that_differ_in_database_or_user_each_get_a_pool_and_a_larger_size_wins():
-    targets = [pooled("default", pool_size=10), pooled("default_jobs", role="jobs", pool_size=15),
-               pooled("blog", database="default", pool_size=5),  # same pooler database and user as default
-               Target("market", "web", BOUNCER, "default", 1, 8, "transaction", user="other", prefix="MARKET",
-                      direct_server=SERVER, pooler_pool_size=7)]
+    targets = [
+        pooled("default", pool_size=10),
+        pooled("default_jobs", role="jobs", pool_size=15),
+        pooled("blog", database="default", pool_size=5),  # same pooler database and user as default
+        Target(
+            "market",
+            "web",
+            BOUNCER,
+            "default",
+            1,
+            8,
+            "transaction",
+            user="other",
+            prefix="MARKET",
+            direct_server=SERVER,
+            pooler_pool_size=7,
+        ),
+    ]
     (_, back) = plan(targets, instances=2, workers=1, threads=1, limits={SERVER: Limits(100, 3)})
     assert [(r.alias, r.per_process) for r in back.rows if r.role == "pooled"] == [
-        ("default+default_jobs+blog", 15), ("market", 7)]
+        ("default+default_jobs+blog", 15),
+        ("market", 7),
+    ]
     assert back.total == 15 + 7 + 2 + 1
 
 
 def test_without_a_direct_url_the_server_behind_the_pooler_is_not_judged_and_not_a_failure():
-    targets = [target("default"), pooled("market", direct=""),
-               pooled("market_jobs", role="jobs", max_size=2, direct=""),
-               pooled("market_replica", role="replica", server="bouncer2:6432")]
+    targets = [
+        target("default"),
+        pooled("market", direct=""),
+        pooled("market_jobs", role="jobs", max_size=2, direct=""),
+        pooled("market_replica", role="replica", server="bouncer2:6432"),
+    ]
     fleet = plan(targets, instances=2, workers=2, threads=4, limits={SERVER: Limits(100, 3)})
     by = {(b.kind, b.server): b for b in fleet}
     assert set(by) == {("postgres", SERVER), ("pgbouncer", BOUNCER), ("pgbouncer", "bouncer2:6432")}
@@ -160,8 +213,11 @@ def test_without_a_direct_url_the_server_behind_the_pooler_is_not_judged_and_not
 
 def test_two_names_of_one_server_share_its_slots():
     same = Limits(20, 3, identity="2026-11-21 10:00:00.123456+00 port 5432")
-    targets = [target("default", max_size=4), target("market", server="localhost:5432", max_size=4),
-               target("blog", server="db2:5432", max_size=4)]
+    targets = [
+        target("default", max_size=4),
+        target("market", server="localhost:5432", max_size=4),
+        target("blog", server="db2:5432", max_size=4),
+    ]
     limits = {SERVER: same, "localhost:5432": same, "db2:5432": Limits(20, 3, identity="another")}
     fleet = plan(targets, instances=1, workers=3, threads=4, limits=limits)
 
@@ -171,8 +227,7 @@ def test_two_names_of_one_server_share_its_slots():
     assert by[SERVER].notes == ["also reached as localhost:5432 (the same server)"]
     assert by["db2:5432"].total == 12 and not by["db2:5432"].over
     # Without identities (limits read elsewhere, or not at all) names are taken as written.
-    apart = plan(targets, instances=1, workers=3, threads=4,
-                 limits={k: Limits(20, 3) for k in limits})
+    apart = plan(targets, instances=1, workers=3, threads=4, limits={k: Limits(20, 3) for k in limits})
     assert sorted(b.server for b in apart) == ["db1:5432", "db2:5432", "localhost:5432"]
 
 
@@ -188,8 +243,9 @@ def small_env(cluster, **extra):
 
 @pytest.mark.cluster
 def test_dbbudget_reads_max_connections_and_exits_1_when_the_fleet_is_over(small_cluster):
-    result = manage("dbbudget", "--instances", "4", "--workers", "2", "--threads", "4", "--json",
-                    env=small_env(small_cluster))
+    result = manage(
+        "dbbudget", "--instances", "4", "--workers", "2", "--threads", "4", "--json", env=small_env(small_cluster)
+    )
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     (server,) = report["servers"]
@@ -232,7 +288,10 @@ def test_dbbudget_counts_a_server_reached_by_two_names_once(small_cluster):
     report = json.loads(stat.stdout)
     assert [s["server"] for s in report["servers"]] == [f"127.0.0.1:{port}"]
     assert {d["database"]: d["server"] for d in report["databases"]} == {
-        "ops_shared": f"127.0.0.1:{port}", "ops_blog": f"127.0.0.1:{port}", "ops_market": f"127.0.0.1:{port}"}
+        "ops_shared": f"127.0.0.1:{port}",
+        "ops_blog": f"127.0.0.1:{port}",
+        "ops_market": f"127.0.0.1:{port}",
+    }
 
 
 @pytest.mark.cluster
@@ -264,8 +323,12 @@ def test_dbbudget_judges_the_server_behind_pgbouncer_through_the_direct_url(smal
     assert (back["kind"], back["server"]) == ("postgres", f"127.0.0.1:{small_cluster.port}")
     assert (back["max_connections"], back["available"]) == (20, 17)
     assert [(r["alias"], r["role"], r["total"]) for r in back["rows"]] == [
-        ("default+default_jobs", "pooled", 4), ("blog+blog_jobs", "pooled", 4), ("market+market_jobs", "pooled", 4),
-        ("(job locks)", "direct", 4), ("(migrate_all)", "direct", 1)]
+        ("default+default_jobs", "pooled", 4),
+        ("blog+blog_jobs", "pooled", 4),
+        ("market+market_jobs", "pooled", 4),
+        ("(job locks)", "direct", 4),
+        ("(migrate_all)", "direct", 1),
+    ]
     assert (back["total"], back["over"]) == (17, False)
 
     # A fifth instance adds 30 clients but one server connection (its job lock): over by 1.
@@ -286,8 +349,16 @@ def test_dbbudget_judges_the_server_behind_pgbouncer_through_the_direct_url(smal
 
 @pytest.mark.cluster
 def test_dbbudget_without_direct_urls_says_the_server_is_not_judged_and_exits_0(small_cluster, small_bouncer):
-    result = manage("dbbudget", "--instances", "4", "--workers", "2", "--threads", "2",
-                    env=pooled_env(small_cluster, small_bouncer, direct=False))
+    result = manage(
+        "dbbudget",
+        "--instances",
+        "4",
+        "--workers",
+        "2",
+        "--threads",
+        "2",
+        env=pooled_env(small_cluster, small_bouncer, direct=False),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     for prefix in PREFIXES:
         assert f"server behind the pooler not judged; set {prefix}_DATABASE_DIRECT_URL" in result.stdout

@@ -1,4 +1,5 @@
 """`manage.py dbstat`: who holds which connection, from pg_stat_activity, next to the budget."""
+
 import json
 
 from tests.conftest import manage
@@ -8,8 +9,13 @@ pytestmark = uses_test_databases
 
 
 def test_dbstat_counts_connections_by_label_and_state_and_ages_idle_transactions(ops_env, ops_urls):
-    env = {**ops_env, "WEB_CONCURRENCY": "3", "WEB_THREADS": "2", "BLOG_DATABASE_POOL_MAX_SIZE": "5",
-           "JOBS_DATABASE_POOL_MAX_SIZE": "2"}
+    env = {
+        **ops_env,
+        "WEB_CONCURRENCY": "3",
+        "WEB_THREADS": "2",
+        "BLOG_DATABASE_POOL_MAX_SIZE": "5",
+        "JOBS_DATABASE_POOL_MAX_SIZE": "2",
+    }
     held = [connect(ops_urls["BLOG"], application_name="web:blog") for _ in range(3)]
     stuck = connect(ops_urls["BLOG"], application_name="web:blog", autocommit=False)
     stuck.execute("SELECT 1")  # and never commits: idle in transaction

@@ -1,4 +1,5 @@
 """/readyz with a hung database: 503 naming it, quickly, while the other aliases stay ready."""
+
 import pytest
 
 from tests.ops.conftest import uses_test_databases
@@ -27,5 +28,8 @@ def test_readyz_answers_503_naming_a_hung_alias_and_recovers(ops_env, small_clus
         assert http("GET", server.url("/api/blog/posts"), timeout=CLIENT_TIMEOUT_S)[0] == 200
     finally:
         small_cluster.resume()
-    wait_for(lambda: http("GET", server.url("/readyz"), timeout=CLIENT_TIMEOUT_S)[0] == 200, timeout=30,
-             what="readiness after the server resumes")
+    wait_for(
+        lambda: http("GET", server.url("/readyz"), timeout=CLIENT_TIMEOUT_S)[0] == 200,
+        timeout=30,
+        what="readiness after the server resumes",
+    )

@@ -1,5 +1,6 @@
 """SIGTERM under load: in-flight requests finish with 200, every pool is closed,
 gunicorn exits 0, and no connection or open transaction stays behind."""
+
 import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,8 +17,12 @@ BLOCKED = 3
 @uses_test_databases
 def test_sigterm_under_load_finishes_in_flight_requests_and_leaves_no_connection(ops_env, ops_urls, serve):
     user = get_user_model().objects.create_user("sigterm-user", "sigterm@example.com", "x")
-    env = {**ops_env, "SHARED_DATABASE_STATEMENT_TIMEOUT_MS": "60000", "SHARED_DATABASE_POOL_MAX_SIZE": "8",
-           "WEB_GRACEFUL_TIMEOUT": "30"}
+    env = {
+        **ops_env,
+        "SHARED_DATABASE_STATEMENT_TIMEOUT_MS": "60000",
+        "SHARED_DATABASE_POOL_MAX_SIZE": "8",
+        "WEB_GRACEFUL_TIMEOUT": "30",
+    }
     server = serve(env, workers=2, threads=4)
     assert http("GET", server.url("/readyz"))[0] == 200
 
@@ -42,8 +47,13 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_leaves_no_connection
     try:
         for t in loaders:
             t.start()
-        wait_for(lambda: len([r for r in activity(ops_urls["SHARED"], "web:default")
-                              if r["wait_event_type"] == "Lock"]) == BLOCKED, what="requests waiting on the lock")
+        wait_for(
+            lambda: (
+                len([r for r in activity(ops_urls["SHARED"], "web:default") if r["wait_event_type"] == "Lock"])
+                == BLOCKED
+            ),
+            what="requests waiting on the lock",
+        )
         wait_for(lambda: 200 in outcomes, what="load to be served")
         server.proc.send_signal(signal.SIGTERM)
 
@@ -70,7 +80,11 @@ def test_sigterm_under_load_finishes_in_flight_requests_and_leaves_no_connection
     assert served and set(served) == {200}, outcomes
 
     def left_behind():
-        return [r for url in ops_urls.values() for r in activity(url)
-                if r["application_name"].startswith("web:") or (r["state"] or "").startswith("idle in transaction")]
+        return [
+            r
+            for url in ops_urls.values()
+            for r in activity(url)
+            if r["application_name"].startswith("web:") or (r["state"] or "").startswith("idle in transaction")
+        ]
 
     wait_for(lambda: left_behind() == [], timeout=10, what="web connections and open transactions to go away")

@@ -4,6 +4,7 @@ The project's settings are read once per process, so every scenario that needs
 a replica or a pooler in its topology runs in a fresh process: gunicorn
 (tests/servers.py) or `run_django()` below.
 """
+
 from __future__ import annotations
 
 import http.cookiejar
@@ -34,20 +35,24 @@ out = {}
 def run_django(env: dict[str, str], code: str, timeout: float = 120) -> dict:
     """Run `code` in a fresh process of the project configured by `env`; returns its `out` dict."""
     script = _PRELUDE + textwrap.dedent(code) + "\nprint('RESULT ' + json.dumps(out, default=str))\n"
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def make_staff_token(env: dict[str, str], username: str = "staff") -> str:
-    return run_django(env, f"""
+    return run_django(
+        env,
+        f"""
         from django.contrib.auth import get_user_model
         from audit.services import api_token_create
         user, _ = get_user_model().objects.get_or_create(username={username!r}, defaults={{"is_staff": True}})
         out["key"] = api_token_create(user=user)
-    """)["key"]
+    """,
+    )["key"]
 
 
 class Browser:
@@ -58,8 +63,14 @@ class Browser:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
         self.token = token
 
-    def request(self, method: str, url: str, body: dict | None = None, timeout: float = 15,
-                headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    def request(
+        self,
+        method: str,
+        url: str,
+        body: dict | None = None,
+        timeout: float = 15,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict]:
         headers = {"Content-Type": "application/json", **(headers or {})}
         if self.token:
             headers["Authorization"] = f"Token {self.token}"

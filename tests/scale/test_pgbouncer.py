@@ -3,6 +3,7 @@
 No `ignore_startup_parameters`: PgBouncer refuses libpq `options`, so this also
 proves the app sends nothing it cannot track.
 """
+
 from __future__ import annotations
 
 import threading
@@ -43,8 +44,11 @@ def market_transactions(bouncer) -> int:
 
 
 def server_backends(primary, dbname: str) -> int:
-    return primary.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = "
-                           "'client backend' AND pid <> pg_backend_pid()", (dbname,))[0][0]
+    return primary.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = "
+        "'client backend' AND pid <> pg_backend_pid()",
+        (dbname,),
+    )[0][0]
 
 
 def test_migrate_all_refuses_without_the_direct_url_and_uses_it(primary, bouncer):
@@ -71,16 +75,17 @@ def test_a_long_job_runs_through_pgbouncer(primary, bouncer, tmp_path):
     """import_products: its batches go through the pooler on the jobs pool; only its session-level
     run lock needs the direct URL, and without one it refuses before writing anything."""
     csv = tmp_path / "products.csv"
-    csv.write_text("sku,name,price_cents,stock\n" + "".join(f"imp-{i:05d},imported,{i},{i % 7}\n"
-                                                            for i in range(3000)))
+    csv.write_text("sku,name,price_cents,stock\n" + "".join(f"imp-{i:05d},imported,{i},{i % 7}\n" for i in range(3000)))
     refused = manage("import_products", str(csv), env=pooled_env(primary, bouncer), timeout=180)
     assert refused.returncode != 0 and "MARKET_DATABASE_DIRECT_URL" in refused.stderr
     before = market_transactions(bouncer)
     done = manage("import_products", str(csv), env=pooled_env(primary, bouncer, direct=True), timeout=300)
     assert done.returncode == 0, done.stderr
     assert market_transactions(bouncer) > before  # its work went through the pooler
-    assert primary.execute("SELECT count(*) FROM market_product WHERE sku LIKE 'imp-%%'",
-                           dbname="scale_market")[0][0] == 3000
+    assert (
+        primary.execute("SELECT count(*) FROM market_product WHERE sku LIKE 'imp-%%'", dbname="scale_market")[0][0]
+        == 3000
+    )
     assert not [c for c in bouncer.show("CLIENTS") if c["application_name"] == "jobs:market"]
 
 
@@ -92,7 +97,9 @@ def test_django_time_zone_setting_does_not_leak_through_pgbouncer(primary):
     with PgBouncer(upstream_port=primary.port, pool_size=1).running() as single:
         env = pooled_env(primary, single)
         env["MARKET_DATABASE_URL"] = single.url("scale_tz")
-        out = run_django(env, f"""
+        out = run_django(
+            env,
+            f"""
             import psycopg
             from django.db import connections
 
@@ -104,7 +111,8 @@ def test_django_time_zone_setting_does_not_leak_through_pgbouncer(primary):
             out["django"] = django_tz()
             out["other"] = other.execute("SELECT current_setting('TimeZone'), pg_backend_pid()").fetchone()
             out["django_again"] = django_tz()
-        """)
+        """,
+        )
     # One server connection for both clients, each with its own time zone.
     assert out["django"][1] == out["other"][1] == out["django_again"][1]
     assert out["django"][0] == out["django_again"][0] == "UTC"
@@ -116,8 +124,11 @@ def test_the_app_works_through_pgbouncer_and_keeps_its_invariants(primary, bounc
     staff = Browser(make_staff_token(env))
     stock, buyers, accounts_n, balance = 25, 40, 4, 1000
     with Gunicorn(env, workers=2, threads=4).running() as server:
-        status, body = staff.request("POST", server.url("/api/market/products"),
-                                     {"sku": "pgb-1", "name": "scarce", "price_cents": 100, "stock": stock})
+        status, body = staff.request(
+            "POST",
+            server.url("/api/market/products"),
+            {"sku": "pgb-1", "name": "scarce", "price_cents": 100, "stock": stock},
+        )
         assert status == 201, body
         accounts = []
         for _ in range(accounts_n):
@@ -126,8 +137,9 @@ def test_the_app_works_through_pgbouncer_and_keeps_its_invariants(primary, bounc
             accounts.append(body["data"]["id"])
 
         def order(_):
-            return staff.request("POST", server.url("/api/market/orders"),
-                                 {"items": [{"sku": "pgb-1", "quantity": 1}]})[0]
+            return staff.request(
+                "POST", server.url("/api/market/orders"), {"items": [{"sku": "pgb-1", "quantity": 1}]}
+            )[0]
 
         def transfer(i):
             src, dst = accounts[i % accounts_n], accounts[(i * 3 + 1) % accounts_n]
@@ -165,19 +177,29 @@ def test_the_app_works_through_pgbouncer_and_keeps_its_invariants(primary, bounc
 
         status, body = staff.request("GET", server.url("/api/market/products/pgb-1"))
         assert (status, body["data"]["stock"]) == (200, 0)
-        balances = [staff.request("GET", server.url(f"/api/market/accounts/{a}"))[1]["data"]["balance_cents"]
-                    for a in accounts]
+        balances = [
+            staff.request("GET", server.url(f"/api/market/accounts/{a}"))[1]["data"]["balance_cents"] for a in accounts
+        ]
         assert sum(balances) == accounts_n * balance and min(balances) >= 0
         # The workers' audit relay threads deliver through the pooler too (jobs pools).
-        wait_for(lambda: primary.execute("SELECT count(*) FROM audit_auditevent WHERE model = 'market.order' "
-                                         "AND action = 'create'", dbname="scale_shared")[0][0] == stock,
-                 what="order events to be relayed to the shared database")
+        wait_for(
+            lambda: (
+                primary.execute(
+                    "SELECT count(*) FROM audit_auditevent WHERE model = 'market.order' AND action = 'create'",
+                    dbname="scale_shared",
+                )[0][0]
+                == stock
+            ),
+            what="order events to be relayed to the shared database",
+        )
     assert "unsupported startup parameter" not in bouncer.output()
 
 
 def test_iterator_admin_and_audit_relay_through_pgbouncer(primary, bouncer):
     env = pooled_env(primary, bouncer, DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost,testserver")
-    out = run_django(env, """
+    out = run_django(
+        env,
+        """
         from django.contrib.auth import get_user_model
         from django.test import Client
         from audit.models import AuditEvent
@@ -219,19 +241,23 @@ def test_iterator_admin_and_audit_relay_through_pgbouncer(primary, bouncer):
         out["change"] = response.status_code
         out["renamed"] = Product.objects.get(sku="it-00001").name
         out["events_before"] = AuditEvent.objects.filter(model="market.product").count()
-    """)
+    """,
+    )
     assert out["iterated"] == 10_000
     assert out["changelist"] == 200
     assert out["change"] == 302 and out["renamed"] == "renamed in the admin"
 
     relay = manage("audit_relay", env=env, timeout=180)
     assert relay.returncode == 0, relay.stderr
-    after = run_django(env, """
+    after = run_django(
+        env,
+        """
         from audit.models import AuditEvent
         out["events"] = AuditEvent.objects.filter(model="market.product").count()
         out["renamed"] = AuditEvent.objects.filter(model="market.product", action="update",
                                                    changes__name__isnull=False).count()
-    """)
+    """,
+    )
     assert after["events"] > out["events_before"]
     assert after["renamed"] >= 1
     assert "unsupported startup parameter" not in bouncer.output()

@@ -3,6 +3,7 @@
 Replay is paused on the replica (`pg_wal_replay_pause()`) to make "the replica
 has not seen this write yet" a state the tests can hold still and look at.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,9 @@ def healthy(primary, replica):
 @contextlib.contextmanager
 def replay_paused(replica):
     replica.execute("SELECT pg_wal_replay_pause()")
-    wait_for(lambda: replica.execute("SELECT pg_get_wal_replay_pause_state()")[0][0] == "paused",
-             what="replay to pause")
+    wait_for(
+        lambda: replica.execute("SELECT pg_get_wal_replay_pause_state()")[0][0] == "paused", what="replay to pause"
+    )
     try:
         yield
     finally:
@@ -60,14 +62,22 @@ def replay_paused(replica):
 
 def insert_product(primary, sku: str) -> None:
     """A row written behind the app's back, straight on the primary."""
-    primary.execute("INSERT INTO market_product (sku, name, price_cents, stock, created, updated)"
-                    " VALUES (%s, 'x', 1, 1, now(), now())", (sku,), dbname="scale_market")
+    primary.execute(
+        "INSERT INTO market_product (sku, name, price_cents, stock, created, updated)"
+        " VALUES (%s, 'x', 1, 1, now(), now())",
+        (sku,),
+        dbname="scale_market",
+    )
 
 
 def replica_env(primary, replica, **extra) -> dict[str, str]:
     urls = primary.urls
-    return cluster_env(urls, MARKET_DATABASE_REPLICA_URL=replica.url("scale_market"),
-                       DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost,testserver", **extra)
+    return cluster_env(
+        urls,
+        MARKET_DATABASE_REPLICA_URL=replica.url("scale_market"),
+        DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost,testserver",
+        **extra,
+    )
 
 
 def test_replica_reads_and_what_stays_on_the_primary(primary, healthy):
@@ -75,7 +85,9 @@ def test_replica_reads_and_what_stays_on_the_primary(primary, healthy):
     requests and anything after a write go to the primary."""
     env = replica_env(primary, healthy, MARKET_DATABASE_REPLICA_MAX_LAG_MS="600000")
     with replay_paused(healthy):
-        out = run_django(env, """
+        out = run_django(
+            env,
+            """
             from config import replicas
             from config.db import atomic_for
             from config.router import connected_to
@@ -104,7 +116,8 @@ def test_replica_reads_and_what_stays_on_the_primary(primary, healthy):
             lsn = replicas.primary_lsn("market")
             with replicas.read_scope(client_lsns={"market": lsn}):  # a client whose write is not replayed
                 out["own_write"] = (Product.objects.all().db, Product.objects.filter(sku="route-1").exists())
-        """)
+        """,
+        )
     assert out["no_scope"] == ["market", True]  # commands and other code outside a request: primary
     assert out["scope"] == ["market_replica", False]  # the replica, which has not replayed the insert
     assert out["atomic"] == ["market", True]
@@ -120,7 +133,9 @@ def test_replica_reads_and_what_stays_on_the_primary(primary, healthy):
 
 def test_writes_through_a_replica_alias_are_refused_before_the_server(primary, healthy):
     env = replica_env(primary, healthy)
-    out = run_django(env, """
+    out = run_django(
+        env,
+        """
         from django.db import connections, transaction
         from config.replicas import WriteOnReplica
         from market.models import Product
@@ -145,7 +160,8 @@ def test_writes_through_a_replica_alias_are_refused_before_the_server(primary, h
         with connections["market_replica"].cursor() as cur:
             cur.execute("SELECT count(*) FROM market_product")
             out["read"] = cur.fetchone()[0] >= 0
-    """)
+    """,
+    )
     for name in ("update", "create", "raw", "cte", "lock"):
         assert "read-only replica alias 'market_replica'" in out[name], (name, out[name])
         assert "'market'" in out[name]
@@ -161,11 +177,16 @@ def test_the_writer_reads_its_own_write_others_may_read_the_replica(primary, hea
             # Replay is paused: a product inserted behind the app's back is invisible on the replica,
             # so a 404 for it proves that reads are served by the replica.
             insert_product(primary, "behind-1")
-            wait_for(lambda: reader.request("GET", server.url("/api/market/products/behind-1"))[0] == 404,
-                     what="reads to be served by the replica")
+            wait_for(
+                lambda: reader.request("GET", server.url("/api/market/products/behind-1"))[0] == 404,
+                what="reads to be served by the replica",
+            )
 
-            status, body = writer.request("POST", server.url("/api/market/products"),
-                                          {"sku": "ryw-1", "name": "mine", "price_cents": 250, "stock": 3})
+            status, body = writer.request(
+                "POST",
+                server.url("/api/market/products"),
+                {"sku": "ryw-1", "name": "mine", "price_cents": 250, "stock": 3},
+            )
             assert status == 201, body
             assert writer.cookie("db_lsn")
             # The writer sees its write at once (from the primary: the replica has not replayed it) ...
@@ -179,10 +200,17 @@ def test_the_writer_reads_its_own_write_others_may_read_the_replica(primary, hea
             forged.opener.addheaders = [("Cookie", "db_lsn=" + writer.cookie("db_lsn")[:-3] + "AAA")]
             assert forged.request("GET", server.url("/api/market/products/ryw-1"))[0] == 404
         # Replay resumed: everyone sees it, and the writer's cookie is dropped once it is replayed.
-        wait_for(lambda: reader.request("GET", server.url("/api/market/products/ryw-1"))[0] == 200,
-                 what="the replica to replay the write")
-        wait_for(lambda: writer.request("GET", server.url("/api/market/products/ryw-1"))[0] == 200
-                 and writer.cookie("db_lsn") is None, what="the writer's cookie to be dropped")
+        wait_for(
+            lambda: reader.request("GET", server.url("/api/market/products/ryw-1"))[0] == 200,
+            what="the replica to replay the write",
+        )
+        wait_for(
+            lambda: (
+                writer.request("GET", server.url("/api/market/products/ryw-1"))[0] == 200
+                and writer.cookie("db_lsn") is None
+            ),
+            what="the writer's cookie to be dropped",
+        )
 
 
 def test_a_lagging_replica_is_skipped(primary, healthy):
@@ -192,15 +220,20 @@ def test_a_lagging_replica_is_skipped(primary, healthy):
         insert_product(primary, "lag-1")
         # The paused replica never gets the row: seeing it means the primary served the read,
         # which happens once the replica is more than 300 ms behind.
-        wait_for(lambda: reader.request("GET", server.url("/api/market/products/lag-1"))[0] == 200,
-                 timeout=20, what="the lagging replica to be skipped")
+        wait_for(
+            lambda: reader.request("GET", server.url("/api/market/products/lag-1"))[0] == 200,
+            timeout=20,
+            what="the lagging replica to be skipped",
+        )
         insert_product(primary, "lag-2")
         assert reader.request("GET", server.url("/api/market/products/lag-2"))[0] == 200
 
 
 def test_lag_is_measured_by_wal_position_and_the_replica_comes_back(primary, healthy):
     env = replica_env(primary, healthy, MARKET_DATABASE_REPLICA_MAX_LAG_MS="300")
-    out = run_django(env, f"""
+    out = run_django(
+        env,
+        f"""
         import time
         import psycopg
         from config import replicas
@@ -224,19 +257,26 @@ def test_lag_is_measured_by_wal_position_and_the_replica_comes_back(primary, hea
             rep.execute("SELECT pg_wal_replay_resume()")
             until(lambda: monitor.status().usable, "the replica to come back")
             out["back"] = monitor.status().lag_ms
-    """)
+    """,
+    )
     assert out["lagging"].startswith("lagging ")
     assert out["back"] <= 300
 
 
 def test_reads_survive_a_stopped_or_hung_replica_and_it_comes_back(primary, healthy):
-    env = replica_env(primary, healthy, MARKET_DATABASE_REPLICA_MAX_LAG_MS="600000",
-                      MARKET_DATABASE_CHECK_TIMEOUT="0.5", MARKET_DATABASE_CONNECT_TIMEOUT="1")
+    env = replica_env(
+        primary,
+        healthy,
+        MARKET_DATABASE_REPLICA_MAX_LAG_MS="600000",
+        MARKET_DATABASE_CHECK_TIMEOUT="0.5",
+        MARKET_DATABASE_CONNECT_TIMEOUT="1",
+    )
     token = make_staff_token(env)
     reader = Browser()
     with Gunicorn(env, workers=1).running() as server:
-        status, _ = Browser(token).request("POST", server.url("/api/market/products"),
-                                           {"sku": "fault-1", "name": "x", "price_cents": 1, "stock": 1})
+        status, _ = Browser(token).request(
+            "POST", server.url("/api/market/products"), {"sku": "fault-1", "name": "x", "price_cents": 1, "stock": 1}
+        )
         assert status == 201
         wait_for(lambda: caught_up(primary, healthy), what="replica to catch up")
         assert reader.request("GET", server.url("/api/market/products/fault-1"))[0] == 200
@@ -249,8 +289,11 @@ def test_reads_survive_a_stopped_or_hung_replica_and_it_comes_back(primary, heal
         healthy.execute("SELECT pg_wal_replay_pause()")
         insert_product(primary, "fault-2")
         # Used again by itself (breaker probe, then fresh status): the paused replica lacks fault-2.
-        wait_for(lambda: reader.request("GET", server.url("/api/market/products/fault-2"))[0] == 404,
-                 timeout=30, what="the restarted replica to serve reads again")
+        wait_for(
+            lambda: reader.request("GET", server.url("/api/market/products/fault-2"))[0] == 404,
+            timeout=30,
+            what="the restarted replica to serve reads again",
+        )
         healthy.execute("SELECT pg_wal_replay_resume()")
 
         healthy.hang()
@@ -265,10 +308,13 @@ def test_a_replica_failing_mid_request_is_retried_on_the_primary(primary, health
     """The race a probe cannot close: the replica dies after its last good probe. A GET is safe
     to run again, so the view runs again on the primary instead of answering 503."""
     env = replica_env(primary, healthy, MARKET_DATABASE_REPLICA_MAX_LAG_MS="600000")
-    run_django(env, """
+    run_django(
+        env,
+        """
         from market.models import Product
         Product.objects.get_or_create(sku="retry-1", defaults={"name": "x", "price_cents": 1})
-    """)
+    """,
+    )
     wait_for(lambda: caught_up(primary, healthy), what="replica to catch up")
     stop_now, stopped = healthy.root / "stop-now", healthy.root / "stopped"
 
@@ -280,7 +326,9 @@ def test_a_replica_failing_mid_request_is_retried_on_the_primary(primary, health
     thread = threading.Thread(target=stopper)
     thread.start()
     try:
-        out = run_django(env, f"""
+        out = run_django(
+            env,
+            f"""
             import os, time
             from django.test import Client
             from config import replicas
@@ -296,7 +344,8 @@ def test_a_replica_failing_mid_request_is_retried_on_the_primary(primary, health
                 time.sleep(0.05)
             out["after"] = client.get("/api/market/products/retry-1").status_code
             out["reason"] = replicas.monitor("market_replica").last_status().reason
-        """)
+        """,
+        )
     finally:
         stop_now.touch()
         thread.join()

@@ -1,5 +1,6 @@
 """Admin login is throttled by django-axes after AXES_FAILURE_LIMIT wrong passwords,
 and what axes records lives in the shared database."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,9 @@ PASSWORD = "correct-horse-battery-staple"
 
 
 def _login(client, password: str):
-    return client.post("/admin/login/?next=/admin/", {"username": "throttled", "password": password},
-                       REMOTE_ADDR="203.0.113.7")
+    return client.post(
+        "/admin/login/?next=/admin/", {"username": "throttled", "password": password}, REMOTE_ADDR="203.0.113.7"
+    )
 
 
 @pytest.mark.django_db(databases=["default", "blog", "market"])

@@ -1,5 +1,6 @@
 """Least privilege on a real server with password (SCRAM) authentication:
 `provision_roles`, then migrate as the owners and serve with the app roles."""
+
 from __future__ import annotations
 
 import secrets
@@ -28,10 +29,11 @@ def server():
     """A cluster that asks every role but postgres for a SCRAM password over TCP, and logs every statement."""
     import subprocess
 
-    cluster = PgCluster("roles", settings={"log_statement": "all", "log_min_error_statement": "error",
-                                           "password_encryption": "scram-sha-256"})
-    subprocess.run(as_postgres(["sh", "-c", f"cat > {cluster.data / 'pg_hba.conf'}"]), input=HBA, text=True,
-                   check=True)
+    cluster = PgCluster(
+        "roles",
+        settings={"log_statement": "all", "log_min_error_statement": "error", "password_encryption": "scram-sha-256"},
+    )
+    subprocess.run(as_postgres(["sh", "-c", f"cat > {cluster.data / 'pg_hba.conf'}"]), input=HBA, text=True, check=True)
     cluster.start()
     for name in DBS.values():
         cluster.create_database(name)
@@ -43,20 +45,32 @@ def server():
 
 
 def _urls(cluster: PgCluster, passwords: dict[str, str], kind: str) -> dict[str, str]:
-    return {p: cluster.url(db, user=f"platform_{p.lower()}_{kind}", password=passwords[f"platform_{p.lower()}_{kind}"])
-            for p, db in DBS.items()}
+    return {
+        p: cluster.url(db, user=f"platform_{p.lower()}_{kind}", password=passwords[f"platform_{p.lower()}_{kind}"])
+        for p, db in DBS.items()
+    }
 
 
 def _connect(cluster, passwords, role: str, dbname: str) -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", port=cluster.port, user=role, password=passwords[role], dbname=dbname,
-                           autocommit=True, connect_timeout=5)
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=cluster.port,
+        user=role,
+        password=passwords[role],
+        dbname=dbname,
+        autocommit=True,
+        connect_timeout=5,
+    )
 
 
 @pytest.fixture(scope="module")
 def provisioned(server):
     cluster, passwords = server
-    env = cluster_env(_urls(cluster, passwords, "app"), BLOG_DATABASE_STATEMENT_TIMEOUT_MS="4321",
-                      **{f"{role.upper()}_PASSWORD": pw for role, pw in passwords.items()})
+    env = cluster_env(
+        _urls(cluster, passwords, "app"),
+        BLOG_DATABASE_STATEMENT_TIMEOUT_MS="4321",
+        **{f"{role.upper()}_PASSWORD": pw for role, pw in passwords.items()},
+    )
     result = manage("provision_roles", "--superuser-url", cluster.url("postgres"), env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     output = result.stdout + result.stderr
@@ -104,8 +118,14 @@ def test_roles_are_confined_to_their_own_database(provisioned):
         admin.execute("CREATE ROLE nobody LOGIN PASSWORD 'nobody-pw-1234'")
     for db in DBS.values():
         with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
-            psycopg.connect(host="127.0.0.1", port=cluster.port, user="nobody", password="nobody-pw-1234",
-                            dbname=db, connect_timeout=5)
+            psycopg.connect(
+                host="127.0.0.1",
+                port=cluster.port,
+                user="nobody",
+                password="nobody-pw-1234",
+                dbname=db,
+                connect_timeout=5,
+            )
 
 
 def test_tables_created_later_by_the_owner_are_usable_by_the_app(provisioned):
@@ -128,19 +148,28 @@ def test_no_password_reaches_the_server_log(provisioned):
 def test_app_serves_reads_and_writes_with_the_app_roles(provisioned):
     cluster, passwords, env, _ = provisioned
     owner_env = cluster_env(_urls(cluster, passwords, "owner"))
-    made = manage("createsuperuser", "--noinput", "--username", "roles_staff", "--email", "s@example.com",
-                  env=owner_env)
+    made = manage(
+        "createsuperuser", "--noinput", "--username", "roles_staff", "--email", "s@example.com", env=owner_env
+    )
     assert made.returncode == 0, made.stderr
     token = manage("create_api_token", "roles_staff", env=env)  # as the app role
     assert token.returncode == 0, token.stderr
     auth = {"Authorization": f"Token {token.stdout.strip().splitlines()[-1]}"}
     with Gunicorn(env, workers=1, threads=2).running() as server:
-        status, body, _ = http("POST", server.url("/api/market/products"),
-                               {"sku": "ROLE-1", "name": "Role", "price_cents": 100, "stock": 5}, headers=auth)
+        status, body, _ = http(
+            "POST",
+            server.url("/api/market/products"),
+            {"sku": "ROLE-1", "name": "Role", "price_cents": 100, "stock": 5},
+            headers=auth,
+        )
         assert status == 201, body
         assert http("GET", server.url("/api/market/products/ROLE-1"))[0] == 200
-        status, body, _ = http("POST", server.url("/api/blog/posts"),
-                               {"title": "Least privilege", "body": "works", "status": "published"}, headers=auth)
+        status, body, _ = http(
+            "POST",
+            server.url("/api/blog/posts"),
+            {"title": "Least privilege", "body": "works", "status": "published"},
+            headers=auth,
+        )
         assert status == 201, body
         assert http("GET", server.url("/api/blog/posts"))[0] == 200
         assert http("GET", server.url("/readyz"))[0] == 200
@@ -151,14 +180,20 @@ def test_app_serves_reads_and_writes_with_the_app_roles(provisioned):
 def test_role_timeouts_hold_behind_a_transaction_pooler(provisioned):
     cluster, passwords, env, _ = provisioned
     # PgBouncer reaches the server over its Unix socket (trust), clients over TCP.
-    with PgBouncer(upstream_port=cluster.port, upstream_host=str(cluster.root),
-                   user="platform_blog_app").running() as bouncer:
-        pooled = {**env, "BLOG_DATABASE_URL": f"postgres://platform_blog_app@127.0.0.1:{bouncer.port}/roles_blog",
-                  "BLOG_DATABASE_POOLER": "transaction"}
-        code = ("from django.db import connections\n"
-                "c = connections['blog'].cursor()\n"
-                "c.execute('SHOW statement_timeout'); print(c.fetchone()[0])\n"
-                "c.execute('SHOW idle_in_transaction_session_timeout'); print(c.fetchone()[0])\n")
+    with PgBouncer(
+        upstream_port=cluster.port, upstream_host=str(cluster.root), user="platform_blog_app"
+    ).running() as bouncer:
+        pooled = {
+            **env,
+            "BLOG_DATABASE_URL": f"postgres://platform_blog_app@127.0.0.1:{bouncer.port}/roles_blog",
+            "BLOG_DATABASE_POOLER": "transaction",
+        }
+        code = (
+            "from django.db import connections\n"
+            "c = connections['blog'].cursor()\n"
+            "c.execute('SHOW statement_timeout'); print(c.fetchone()[0])\n"
+            "c.execute('SHOW idle_in_transaction_session_timeout'); print(c.fetchone()[0])\n"
+        )
         result = manage("shell", "--no-imports", "-c", code, env=pooled)
         assert result.returncode == 0, result.stderr
         assert result.stdout.split() == ["4321ms", "10s"]

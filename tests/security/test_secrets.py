@@ -1,5 +1,6 @@
 """No database password in anything a person reads: the debug page, error answers,
 dbcheck/dbstat output, gunicorn's log. And the production switches: `check --deploy`."""
+
 from __future__ import annotations
 
 import html
@@ -112,8 +113,12 @@ def test_dbcheck_and_dbstat_of_a_healthy_site_show_no_password(cluster, debug_se
         assert_no_password(result.stdout + result.stderr)
 
 
-PRODUCTION = {"DJANGO_DEBUG": "false", "DJANGO_HTTPS": "true", "DJANGO_ALLOWED_HOSTS": "platform.example.com",
-              "DJANGO_SECRET_KEY": secrets.token_urlsafe(50)}
+PRODUCTION = {
+    "DJANGO_DEBUG": "false",
+    "DJANGO_HTTPS": "true",
+    "DJANGO_ALLOWED_HOSTS": "platform.example.com",
+    "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+}
 
 
 def test_check_deploy_is_clean_with_production_settings(cluster):
@@ -121,8 +126,9 @@ def test_check_deploy_is_clean_with_production_settings(cluster):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
     # Without DJANGO_HTTPS the same check names what is missing.
-    plain = manage("check", "--deploy", "--fail-level", "WARNING",
-                   env=_env(cluster, **{**PRODUCTION, "DJANGO_HTTPS": "false"}))
+    plain = manage(
+        "check", "--deploy", "--fail-level", "WARNING", env=_env(cluster, **{**PRODUCTION, "DJANGO_HTTPS": "false"})
+    )
     assert plain.returncode != 0 and "SECURE_SSL_REDIRECT" in plain.stdout + plain.stderr
 
 

@@ -4,6 +4,7 @@ The server certificate names `localhost` only (no IP address), so the same
 server is a match under the name `localhost` and a mismatch under `127.0.0.1`:
 `verify-full` must accept the first and refuse the second, naming the alias.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -26,12 +27,40 @@ def _openssl(*args: str, cwd: Path) -> None:
 def make_ca_and_server_cert(where: Path) -> tuple[Path, Path, Path]:
     """(ca.crt, server.crt, server.key): a throwaway CA and a server certificate for DNS:localhost."""
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=platform test CA",
-             cwd=where)
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=platform test CA",
+        cwd=where,
+    )
     _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=where)
     (where / "san.ext").write_text("subjectAltName=DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.crt", "-days", "2", "-extfile", "san.ext", cwd=where)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        cwd=where,
+    )
     return where / "ca.crt", where / "server.crt", where / "server.key"
 
 
@@ -45,8 +74,9 @@ def tls_cluster(tmp_path_factory):
         if IS_ROOT:
             shutil.chown(cluster.root / f.name, "postgres", "postgres")
     (cluster.root / key.name).chmod(0o600)
-    cluster.settings.update({"ssl": "on", "ssl_cert_file": str(cluster.root / crt.name),
-                             "ssl_key_file": str(cluster.root / key.name)})
+    cluster.settings.update(
+        {"ssl": "on", "ssl_cert_file": str(cluster.root / crt.name), "ssl_key_file": str(cluster.root / key.name)}
+    )
     cluster.start()
     for name in ("tls_shared", "tls_blog", "tls_market"):
         cluster.create_database(name)
@@ -60,10 +90,18 @@ def tls_cluster(tmp_path_factory):
 
 
 def _env(cluster: PgCluster, ca: Path, *, blog_host: str, blog_mode: str = "verify-full", **extra: str) -> dict:
-    urls = {"SHARED": cluster.url("tls_shared"), "MARKET": cluster.url("tls_market"),
-            "BLOG": cluster.url("tls_blog", host=blog_host)}
-    settings = {"SHARED_DATABASE_SSLMODE": "require", "MARKET_DATABASE_SSLMODE": "require",
-                "BLOG_DATABASE_SSLMODE": blog_mode, "BLOG_DATABASE_SSLROOTCERT": str(ca), **extra}
+    urls = {
+        "SHARED": cluster.url("tls_shared"),
+        "MARKET": cluster.url("tls_market"),
+        "BLOG": cluster.url("tls_blog", host=blog_host),
+    }
+    settings = {
+        "SHARED_DATABASE_SSLMODE": "require",
+        "MARKET_DATABASE_SSLMODE": "require",
+        "BLOG_DATABASE_SSLMODE": blog_mode,
+        "BLOG_DATABASE_SSLROOTCERT": str(ca),
+        **extra,
+    }
     return cluster_env(urls, **settings)
 
 
@@ -125,9 +163,13 @@ def test_gunicorn_serves_through_verified_tls(tls_cluster):
         try:
             wait_for(ready, timeout=30, interval=0.5, what="/readyz to answer 200 through verified TLS")
         except TimeoutError:
-            pytest.fail(f"/readyz never answered 200; first and last answers: {answers[:2]} ... {answers[-2:]}\n"
-                        f"gunicorn:\n{server.output()}")
-        rows = cluster.execute("SELECT a.application_name, s.ssl FROM pg_stat_ssl s "
-                               "JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'web:%'")
+            pytest.fail(
+                f"/readyz never answered 200; first and last answers: {answers[:2]} ... {answers[-2:]}\n"
+                f"gunicorn:\n{server.output()}"
+            )
+        rows = cluster.execute(
+            "SELECT a.application_name, s.ssl FROM pg_stat_ssl s "
+            "JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'web:%'"
+        )
         assert {app for app, _ in rows} >= {"web:default", "web:blog", "web:market"}
         assert all(ssl for _, ssl in rows), rows

@@ -1,4 +1,5 @@
 """Audit events as JSON lines, oldest first."""
+
 from __future__ import annotations
 
 import datetime
@@ -19,10 +20,11 @@ def parse_since(text: str) -> datetime.datetime:
     try:
         value = datetime.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise CommandError(f"--since: {text!r} is not an ISO-8601 date or date-time "
-                           "(e.g. 2025-01-31 or 2025-01-31T12:00:00Z)") from None
+        raise CommandError(
+            f"--since: {text!r} is not an ISO-8601 date or date-time (e.g. 2025-01-31 or 2025-01-31T12:00:00Z)"
+        ) from None
     if timezone.is_naive(value):
-        value = value.replace(tzinfo=datetime.timezone.utc)
+        value = value.replace(tzinfo=datetime.UTC)
     return value
 
 

@@ -1,4 +1,5 @@
 """Delete audit events older than N days, in batches (short transactions, no long lock)."""
+
 from __future__ import annotations
 
 from django.core.management.base import CommandError
@@ -28,6 +29,7 @@ class Command(JobCommand):
         days = _days(older_than)
         if batch < 1:
             raise CommandError("--batch must be at least 1")
-        deleted = audit_events_prune(older_than_days=days, batch_size=batch,
-                                     progress=lambda n: self.stderr.write(f"deleted {n} so far"))
+        deleted = audit_events_prune(
+            older_than_days=days, batch_size=batch, progress=lambda n: self.stderr.write(f"deleted {n} so far")
+        )
         self.stdout.write(f"deleted {deleted} audit event(s) older than {days} day(s)")

@@ -1,4 +1,5 @@
 """Sweeper: delivers pending audit events from every domain outbox to the shared database."""
+
 from __future__ import annotations
 
 import logging
@@ -23,20 +24,31 @@ def _positive(kind):
         if value <= 0:
             raise ValueError(text)
         return value
+
     parse.__name__ = kind.__name__
     return parse
 
 
 class Command(JobCommand):
-    help = ("Deliver pending audit events to the shared database (exactly once). "
-            "--follow keeps sweeping until SIGTERM/SIGINT.")
+    help = (
+        "Deliver pending audit events to the shared database (exactly once). "
+        "--follow keeps sweeping until SIGTERM/SIGINT."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--follow", action="store_true", help="keep running; stop cleanly on SIGTERM/SIGINT")
-        parser.add_argument("--batch", type=_positive(int), default=relay.DEFAULT_BATCH_SIZE,
-                            help=f"events per transaction (default {relay.DEFAULT_BATCH_SIZE})")
-        parser.add_argument("--interval", type=_positive(float), default=1.0,
-                            help="seconds between sweeps of an empty outbox with --follow (default 1)")
+        parser.add_argument(
+            "--batch",
+            type=_positive(int),
+            default=relay.DEFAULT_BATCH_SIZE,
+            help=f"events per transaction (default {relay.DEFAULT_BATCH_SIZE})",
+        )
+        parser.add_argument(
+            "--interval",
+            type=_positive(float),
+            default=1.0,
+            help="seconds between sweeps of an empty outbox with --follow (default 1)",
+        )
 
     def run(self, *args, follow: bool, batch: int, interval: float, **options):
         if not follow:

@@ -5,6 +5,7 @@ under a web statement timeout, non-atomic steps), so with
 `<P>_DATABASE_POOLER=transaction` the alias is pointed at `<P>_DATABASE_DIRECT_URL`
 for the duration of its migrate, and the command refuses when that is missing.
 """
+
 import contextlib
 import time
 
@@ -41,8 +42,10 @@ def direct_connection(alias: str):
 
 
 class Command(BaseCommand):
-    help = ("Migrate every database alias (not the jobs or replica aliases); each gets only its own tables. "
-            "Uses <P>_DATABASE_DIRECT_URL when set (required with <P>_DATABASE_POOLER=transaction).")
+    help = (
+        "Migrate every database alias (not the jobs or replica aliases); each gets only its own tables. "
+        "Uses <P>_DATABASE_DIRECT_URL when set (required with <P>_DATABASE_POOLER=transaction)."
+    )
 
     def handle(self, *args, **options):
         verbosity = options["verbosity"]
@@ -54,7 +57,8 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"{alias}: {prefix}_DATABASE_POOLER=transaction, so migrations need a direct server "
                     f"connection: set {prefix}_DATABASE_DIRECT_URL (the server behind the pooler). Nothing was "
-                    "migrated.")
+                    "migrated."
+                )
             plan.append((alias, bool(sd.get("DIRECT"))))
         for alias, direct in plan:
             start = time.perf_counter()

@@ -10,6 +10,7 @@ it once per server with `--database`. A password never goes on the command line:
 the superuser's comes from PGPASSWORD / ~/.pgpass or `--superuser-url-env VAR`,
 the roles' from `<ROLE>_PASSWORD` variables (or `--password-env ROLE=VAR`).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,23 +23,38 @@ from django.db import connections
 
 from config.databases import domain_aliases, domain_of
 from config.probe import clean_error
-from config.roles import Target, passwords_from_env, password_variable, provision
+from config.roles import Target, password_variable, passwords_from_env, provision
 
 
 class Command(BaseCommand):
-    help = ("Create or update per-database owner and app roles (least privilege, per-role timeouts); "
-            "passwords from environment variables only.")
+    help = (
+        "Create or update per-database owner and app roles (least privilege, per-role timeouts); "
+        "passwords from environment variables only."
+    )
 
     def add_arguments(self, parser):
         source = parser.add_mutually_exclusive_group(required=True)
         source.add_argument("--superuser-url", help="postgres://USER@HOST:PORT/ (no password here: use PGPASSWORD)")
-        source.add_argument("--superuser-url-env", metavar="VAR",
-                            help="name of an environment variable holding the superuser URL (may hold a password)")
-        parser.add_argument("--database", action="append", choices=domain_aliases(), metavar="ALIAS",
-                            help="alias to provision (repeatable; default: all of them)")
+        source.add_argument(
+            "--superuser-url-env",
+            metavar="VAR",
+            help="name of an environment variable holding the superuser URL (may hold a password)",
+        )
+        parser.add_argument(
+            "--database",
+            action="append",
+            choices=domain_aliases(),
+            metavar="ALIAS",
+            help="alias to provision (repeatable; default: all of them)",
+        )
         parser.add_argument("--prefix", default="platform", help="role name prefix (default: platform)")
-        parser.add_argument("--password-env", action="append", default=[], metavar="ROLE=VAR",
-                            help="read ROLE's password from VAR instead of <ROLE>_PASSWORD (repeatable)")
+        parser.add_argument(
+            "--password-env",
+            action="append",
+            default=[],
+            metavar="ROLE=VAR",
+            help="read ROLE's password from VAR instead of <ROLE>_PASSWORD (repeatable)",
+        )
 
     def handle(self, *args, superuser_url, superuser_url_env, database, prefix, password_env, **options):
         if superuser_url_env:
@@ -46,8 +62,10 @@ class Command(BaseCommand):
             if not superuser_url:
                 raise CommandError(f"{superuser_url_env} is not set")
         elif urlsplit(superuser_url).password:
-            raise CommandError("--superuser-url must not contain a password (it would show in the process list): "
-                               "set PGPASSWORD, use ~/.pgpass, or pass the URL in a variable with --superuser-url-env")
+            raise CommandError(
+                "--superuser-url must not contain a password (it would show in the process list): "
+                "set PGPASSWORD, use ~/.pgpass, or pass the URL in a variable with --superuser-url-env"
+            )
         conninfo = self._conninfo(superuser_url)
         overrides = {}
         for item in password_env:
@@ -71,15 +89,22 @@ class Command(BaseCommand):
         self.stdout.write("Point the app at the app roles and migrate as the owners, e.g.:")
         for target in targets:
             p = domain_of(target.alias).prefix
-            self.stdout.write(f"  {p}_DATABASE_URL=postgres://{target.app}:<${password_variable(target.app)}>@.../"
-                              f"{target.database}   (migrate_all: {target.owner})")
+            self.stdout.write(
+                f"  {p}_DATABASE_URL=postgres://{target.app}:<${password_variable(target.app)}>@.../"
+                f"{target.database}   (migrate_all: {target.owner})"
+            )
 
     def _conninfo(self, url: str) -> dict:
         parts = urlsplit(url)
         if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
             raise CommandError("the superuser URL must look like postgres://USER@HOST:PORT/")
-        info = {"host": parts.hostname, "port": parts.port or 5432, "user": unquote(parts.username or "postgres"),
-                "connect_timeout": 5, "application_name": "cli:provision_roles"}
+        info = {
+            "host": parts.hostname,
+            "port": parts.port or 5432,
+            "user": unquote(parts.username or "postgres"),
+            "connect_timeout": 5,
+            "application_name": "cli:provision_roles",
+        }
         if parts.password:
             info["password"] = unquote(parts.password)
         return info
@@ -90,6 +115,11 @@ class Command(BaseCommand):
         short = domain_of(alias).prefix.lower()
         values = settings.ENV
         p = f"{domain_of(alias).prefix}_DATABASE_"
-        return Target(alias=alias, database=name, owner=f"{prefix}_{short}_owner", app=f"{prefix}_{short}_app",
-                      statement_timeout_ms=values[p + "STATEMENT_TIMEOUT_MS"],
-                      idle_in_transaction_timeout_ms=values[p + "IDLE_IN_TRANSACTION_TIMEOUT_MS"])
+        return Target(
+            alias=alias,
+            database=name,
+            owner=f"{prefix}_{short}_owner",
+            app=f"{prefix}_{short}_app",
+            statement_timeout_ms=values[p + "STATEMENT_TIMEOUT_MS"],
+            idle_in_transaction_timeout_ms=values[p + "IDLE_IN_TRANSACTION_TIMEOUT_MS"],
+        )

@@ -4,6 +4,7 @@ A thin shell over `market.imports.product_import` (the details are there and in
 docs/import.md). Progress goes to stderr: a tqdm bar on a terminal, plain lines
 otherwise; the summary goes to stdout.
 """
+
 from __future__ import annotations
 
 import os
@@ -48,9 +49,18 @@ class Progress:
                 unit, desc = self.UNITS.get(phase, ("it", phase))
                 # A terminal that reports no size (a bare pty) still gets a bar: tqdm would draw nothing.
                 sized = _terminal_sized(self.stream)
-                self.bar = tqdm(total=total, unit=unit, desc=desc, file=self.stream, dynamic_ncols=sized,
-                                ncols=None if sized else 100, nrows=None if sized else 24, unit_scale=unit == "B",
-                                unit_divisor=1024 if unit == "B" else 1000, leave=True)
+                self.bar = tqdm(
+                    total=total,
+                    unit=unit,
+                    desc=desc,
+                    file=self.stream,
+                    dynamic_ncols=sized,
+                    ncols=None if sized else 100,
+                    nrows=None if sized else 24,
+                    unit_scale=unit == "B",
+                    unit_divisor=1024 if unit == "B" else 1000,
+                    leave=True,
+                )
         if self.bar is not None:
             self.bar.update(done - self.last_done)
             self.last_done = done
@@ -77,8 +87,7 @@ def plain_line(phase: str, done: int, total: int, elapsed: float) -> str:
     pct = 100.0 * done / total if total else 100.0
     if phase == "validate":
         mb = 1024 * 1024
-        return (f"validating: {done / mb:,.1f}/{total / mb:,.1f} MB ({pct:.1f}%) "
-                f"{rate / mb:,.1f} MB/s eta {eta}")
+        return f"validating: {done / mb:,.1f}/{total / mb:,.1f} MB ({pct:.1f}%) {rate / mb:,.1f} MB/s eta {eta}"
     return f"importing: {done:,}/{total:,} rows ({pct:.1f}%) {rate:,.0f} rows/s eta {eta}"
 
 
@@ -103,19 +112,34 @@ def _isatty(stream) -> bool:
 
 
 class Command(JobCommand):
-    help = ("Upsert products by sku from a CSV file with the columns sku,name,price_cents,stock, on the market "
-            "jobs pool. A bad row stops it before anything is written; a rerun after a crash finishes the job.")
+    help = (
+        "Upsert products by sku from a CSV file with the columns sku,name,price_cents,stock, on the market "
+        "jobs pool. A bad row stops it before anything is written; a rerun after a crash finishes the job."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("file", help="CSV file (UTF-8) with a header line naming sku,name,price_cents,stock")
-        parser.add_argument("--batch-size", type=int, default=imports.DEFAULT_BATCH_SIZE,
-                            help=f"rows per transaction (default {imports.DEFAULT_BATCH_SIZE:,})")
-        parser.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
-                            help="auto: a bar when stderr is a terminal, plain lines otherwise")
-        parser.add_argument("--nice", type=int, default=DEFAULT_NICE, metavar="N",
-                            help=f"lower the CPU priority of this process, and of its own database backend when the "
-                                 f"server runs on this host, by N (default {DEFAULT_NICE}) so web workers and the "
-                                 "backends serving them keep theirs; 0 leaves both")
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=imports.DEFAULT_BATCH_SIZE,
+            help=f"rows per transaction (default {imports.DEFAULT_BATCH_SIZE:,})",
+        )
+        parser.add_argument(
+            "--progress",
+            choices=("auto", "bar", "lines", "none"),
+            default="auto",
+            help="auto: a bar when stderr is a terminal, plain lines otherwise",
+        )
+        parser.add_argument(
+            "--nice",
+            type=int,
+            default=DEFAULT_NICE,
+            metavar="N",
+            help=f"lower the CPU priority of this process, and of its own database backend when the "
+            f"server runs on this host, by N (default {DEFAULT_NICE}) so web workers and the "
+            "backends serving them keep theirs; 0 leaves both",
+        )
 
     def execute(self, *args, **options):
         # As early as a command can (Django's set-up is done by now, its system checks are not).
@@ -134,8 +158,9 @@ class Command(JobCommand):
             log(f"lowered the CPU priority of this process (pid {os.getpid()}) by {nice}, to nice {os.nice(0)}")
         renderer = Progress(sys.stderr, progress, phases=log)
         try:
-            result = imports.product_import(path=file, batch_size=batch_size, progress=renderer,
-                                            backend_nice=nice, log=log)
+            result = imports.product_import(
+                path=file, batch_size=batch_size, progress=renderer, backend_nice=nice, log=log
+            )
         except (imports.ImportRejected, imports.ImportRefused) as exc:
             raise CommandError(f"{file}: {exc}" if isinstance(exc, imports.ImportRejected) else str(exc)) from None
         except imports.ImportInterrupted as exc:
@@ -144,7 +169,8 @@ class Command(JobCommand):
             raise CommandError(
                 f"import_products {exc.reason}: {r.batches} batches committed "
                 f"({sum(r.batch_rows):,} of {r.rows:,} rows); run it again to finish",
-                returncode=128 + int(signum.group(1)) if signum else 130) from None
+                returncode=128 + int(signum.group(1)) if signum else 130,
+            ) from None
         finally:
             renderer.close()
         total_s = result.validate_s + result.import_s
@@ -153,4 +179,5 @@ class Command(JobCommand):
         self.stdout.write(
             f"imported {result.rows:,} rows from {file} in {total_s:.1f}s ({rate:,.0f} rows/s): "
             f"{result.created:,} created, {result.updated:,} updated, {result.unchanged:,} unchanged "
-            f"({batches}; validation {result.validate_s:.1f}s, writing {result.import_s:.1f}s)")
+            f"({batches}; validation {result.validate_s:.1f}s, writing {result.import_s:.1f}s)"
+        )
