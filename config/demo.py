@@ -144,6 +144,13 @@ def seed_demo(*, log=print) -> None:
             log(f"created account for {username}")
 
 
+def site_url() -> str:
+    """Where a browser on this machine reaches gunicorn: BIND and PORT as gunicorn reads them."""
+    bind, port = settings.ENV["BIND"], settings.ENV["PORT"]
+    host = "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def demo_login() -> str:
     password = CREDENTIALS_FILE.read_text().strip() if CREDENTIALS_FILE.exists() else "(run `make run` to create it)"
-    return f"Admin: http://127.0.0.1:8000/admin/  user: {ADMIN_USERNAME}  password: {password}"
+    return f"Admin: {site_url()}/admin/  user: {ADMIN_USERNAME}  password: {password}"

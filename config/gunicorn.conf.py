@@ -46,7 +46,7 @@ os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 _METRICS_DIR_OWNED = os.environ.get("PLATFORM_METRICS_DIR_OWNED") == os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 wsgi_app = "config.wsgi:application"
-bind = f"127.0.0.1:{_ENV['PORT']}"
+bind = f"[{_ENV['BIND']}]:{_ENV['PORT']}" if ":" in _ENV["BIND"] else f"{_ENV['BIND']}:{_ENV['PORT']}"
 workers = _ENV["WEB_CONCURRENCY"]
 threads = _ENV["WEB_THREADS"]
 worker_class = "gthread"
