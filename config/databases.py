@@ -115,6 +115,13 @@ GLOBAL_VARS: list[Var] = [
         False,
         help="true when clients reach the site over HTTPS (a TLS proxy in front): HSTS, secure cookies, redirect",
     ),
+    Var(
+        "DJANGO_TRUSTED_PROXY_COUNT",
+        "int",
+        0,
+        help="reverse proxies in front of gunicorn that append to X-Forwarded-For; login throttling takes the "
+        "client address N from the right of that header; 0 = no proxy, REMOTE_ADDR (the header is ignored)",
+    ),
     Var("APP_ROLE", "choice", "cli", choices=ROLES, help="label of this process's connections"),
     Var(
         "BIND",

@@ -76,6 +76,10 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = 5
 AXES_COOLOFF_TIME = 0.25  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The address counted is REMOTE_ADDR, or X-Forwarded-For only behind a declared proxy: a forged header
+# can neither lock out another address nor dodge the count (config/clientip.py).
+TRUSTED_PROXY_COUNT = ENV["DJANGO_TRUSTED_PROXY_COUNT"]
+AXES_CLIENT_IP_CALLABLE = "config.clientip.client_ip"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
