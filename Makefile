@@ -1,50 +1,72 @@
 # The two commands: `make run` and `make test`. Everything else is a step of theirs.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
-WITHENV := scripts/withenv
 
-.PHONY: run test serve db venv migrate seed bench bench-faults bench-import dbdown clean
+.PHONY: run test lint format serve db portcheck migrate seed sysdeps-test sysdeps-bench \
+	bench bench-faults bench-import dbdown clean
 
-venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt
+# One stamp per requirements file: a production-like `make run` installs only the runtime.
+$(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+$(VENV)/.test: $(VENV)/.runtime requirements-test.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	touch $@
+$(VENV)/.bench: $(VENV)/.test requirements-bench.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	touch $@
 
-db: venv
+sysdeps-test: $(VENV)/.runtime
+	$(PY) scripts/sysdeps.py test
+sysdeps-bench: $(VENV)/.runtime
+	$(PY) scripts/sysdeps.py bench
+
+portcheck: $(VENV)/.runtime
+	$(PY) scripts/devdb.py portcheck
+
+db: $(VENV)/.runtime
 	$(PY) scripts/devdb.py up
 
 migrate: db
-	$(WITHENV) $(PY) manage.py migrate_all
-	$(WITHENV) $(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py migrate_all
+	$(PY) manage.py collectstatic --noinput --verbosity 0
 
 seed: migrate
-	$(WITHENV) $(PY) manage.py seed_demo
+	$(PY) manage.py seed_demo
 
-run: seed
-	@$(WITHENV) $(PY) manage.py demo_login
-	$(WITHENV) $(VENV)/bin/gunicorn -c config/gunicorn.conf.py
+run: portcheck seed
+	@$(PY) manage.py demo_login
+	exec $(VENV)/bin/gunicorn -c config/gunicorn.conf.py
 
-serve:
-	$(WITHENV) $(VENV)/bin/gunicorn -c config/gunicorn.conf.py
+serve: $(VENV)/.runtime
+	$(VENV)/bin/gunicorn -c config/gunicorn.conf.py
 
-# The same preparation as `make run` (the suite itself builds its own test databases).
-test: seed
-	$(WITHENV) $(PY) -m pytest
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
-bench: db
-	$(WITHENV) $(PY) bench/run.py
+format: $(VENV)/.test
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
-bench-faults: venv
-	$(WITHENV) $(PY) bench/faults/run.py
+# Lint first (seconds), then system programs, then the same preparation as `make run`;
+# the suite builds its own test databases and clusters.
+test: lint sysdeps-test seed
+	$(PY) -m pytest
+
+bench: $(VENV)/.bench sysdeps-bench db
+	$(PY) bench/run.py
+
+bench-faults: $(VENV)/.bench sysdeps-bench
+	$(PY) bench/faults/run.py
 
 # import_products against psql's \copy, and web latency while it runs (not part of `make test`).
-bench-import: db
-	$(WITHENV) $(PY) bench/import/run.py
+bench-import: $(VENV)/.bench sysdeps-bench db
+	$(PY) bench/import/run.py
 
-dbdown:
+dbdown: $(VENV)/.runtime
 	$(PY) scripts/devdb.py down
 
 clean: dbdown

@@ -4,7 +4,7 @@
 Brings up fresh bench databases (migrated, 10,000 users, accounts, products,
 posts), then four servers on free ports:
 
-    seed            node app.js of /work/shared/anchors/express-seed (a copy under var/bench)
+    seed            node app.js of ../shared/anchors/express-seed (a copy under var/bench)
     project         gunicorn -c config/gunicorn.conf.py, production settings, pooled
     project_django  the same with API_FAST_LANE=false (users by id and transfers through Django's request path)
     project_nopool  the same with DATABASE_POOL_DISABLED=true (a connection per request)
@@ -57,12 +57,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import report  # noqa: E402
+from config.env import read_dotenv  # noqa: E402
 from scripts import procfs  # noqa: E402
-from scripts.devdb import read_env_file  # noqa: E402
 
 VAR = ROOT / "var" / "bench"
 LOGS = VAR / "logs"
-SEED_SRC = Path(os.environ.get("BENCH_SEED_DIR", "/work/shared/anchors/express-seed"))
+SEED_SRC = Path(os.environ.get("BENCH_SEED_DIR", ROOT.parent / "shared" / "anchors" / "express-seed"))
 SEED_COPY = VAR / "express-seed"
 VENV_BIN = ROOT / ".venv" / "bin"
 PREFIXES = {"SHARED": "bench_shared", "BLOG": "bench_blog", "MARKET": "bench_market"}
@@ -114,8 +114,9 @@ def say(msg: str) -> None:
 
 
 def configured(name: str, default: str | None = None) -> str | None:
-    """A variable as the project sees it: the environment first, then .env."""
-    return os.environ.get(name) or read_env_file(ROOT / ".env").get(name) or default
+    """A variable as the project sees it: the environment, then .env, then var/local.env."""
+    read_dotenv()
+    return os.environ.get(name) or default
 
 
 def bench_urls() -> dict[str, str]:

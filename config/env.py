@@ -9,6 +9,7 @@ in messages, so a password in a URL cannot leak through an error.
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,11 +34,37 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
-def read_dotenv(path: Path | None = None) -> None:
-    """Load `.env` from the project root; real environment variables win."""
+LOCAL_ENV = BASE_DIR / "var" / "local.env"
+
+
+def _is_database_url(key: str) -> bool:
+    return key.endswith("_DATABASE_URL") and "REPLICA" not in key and "DIRECT" not in key
+
+
+def read_dotenv(path: Path | None = None, *, local: Path | None = LOCAL_ENV) -> None:
+    """Load the configuration files; real environment variables win over `.env`, which wins over `local`.
+
+    `.env` is the user's and no tool writes it. `var/local.env` is written by scripts/devdb.py for
+    the project-local cluster; its database URLs count only when neither the environment nor
+    `.env` names any database URL, so a setup never mixes the user's servers with the local one.
+    """
     path = path or BASE_DIR / ".env"
     if path.is_file():
         environ.Env.read_env(str(path), overwrite=False)
+    if local is None or not local.is_file():
+        return
+    users_urls = any(_is_database_url(key) and value.strip() for key, value in os.environ.items())
+    for key, value in read_local_env(local).items():
+        if not (users_urls and _is_database_url(key)):
+            os.environ.setdefault(key, value)
+
+
+def read_local_env(path: Path = LOCAL_ENV) -> dict[str, str]:
+    """The `KEY=value` lines of the file scripts/devdb.py writes (no quoting: it writes none)."""
+    if not path.is_file():
+        return {}
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#") and "=" in line)
 
 
 @dataclass(frozen=True)

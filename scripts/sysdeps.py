@@ -42,9 +42,12 @@ def main(target: str) -> int:
     if os.geteuid() == 0 and shutil.which("apt-get"):
         print(f"[sysdeps] installing {', '.join(packages)} (apt-get, once)", flush=True)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        quiet = {"stdout": subprocess.DEVNULL, "env": env}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, **quiet)
-        subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True, **quiet)
+        for step in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
+            done = subprocess.run(step, env=env, capture_output=True, text=True)
+            if done.returncode != 0:  # quiet unless it fails
+                print(done.stdout[-3000:] + done.stderr[-3000:], file=sys.stderr)
+                print(f"[sysdeps] `{' '.join(step)}` failed", file=sys.stderr)
+                return 1
         still = missing(target)
         if not still:
             return 0

