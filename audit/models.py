@@ -16,6 +16,7 @@ class AuditEvent(models.Model):
         UPDATE = "update"
         DELETE = "delete"
         BULK = "bulk"
+        DENY = "deny"  # a refused attempt (a transfer out of someone else's account): nothing changed
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     occurred_at = models.DateTimeField(db_index=True)
@@ -43,6 +44,13 @@ class ApiToken(models.Model):
     prefix = models.CharField(max_length=8, db_index=True)
     digest = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Written by the authenticating statement itself (audit/services.py): writes record it every
+    # time, reads at most once a minute.
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    # The write rate limit: writes counted in a fixed one-minute window, on the row every
+    # worker and instance authenticates against (so the limit holds across all of them).
+    write_window = models.DateTimeField(null=True, blank=True, editable=False)
+    write_count = models.IntegerField(default=0, db_default=0, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
