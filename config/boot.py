@@ -5,7 +5,10 @@
 2. the pools of this instance fit each server's connection slots, and each
    transaction pooler's client slots (config/budget.py); a server behind a
    pooler is read through its `<P>_DATABASE_DIRECT_URL` when set;
-3. the master holds no pool afterwards, so nothing can be inherited by a fork.
+3. the master holds no pool afterwards, so nothing can be inherited by a fork;
+4. no unsafe production setting (config/safety.py): a known or weak secret key,
+   debug pages on a reachable address; plaintext remote databases and an open
+   /metrics on a reachable address only warn.
 
 The probes run in a short-lived child process (`probe_in_child`): the master
 itself never starts a thread nor opens a connection. A thread that has just
@@ -109,15 +112,18 @@ def open_pools() -> list[str]:
     return sorted(DatabaseWrapper._connection_pools)
 
 
-def boot_checks(*, workers: int, threads: int | None, log=None) -> list[str]:
-    """Problems that must stop the server: unreachable primaries or jobs aliases, a budget over a
-    server's (or pooler's) slots. Unreachable replicas and direct URLs are logged as warnings."""
+def boot_checks(*, workers: int, threads: int | None, log=None, binds: list[str] | None = None) -> list[str]:
+    """Problems that must stop the server: unsafe production settings (config/safety.py), unreachable
+    primaries or jobs aliases, a budget over a server's (or pooler's) slots. Unreachable replicas and
+    direct URLs are logged as warnings. `binds`: gunicorn's addresses (default: BIND)."""
+    from config.safety import unsafe_settings
+
     log = log or logger
+    problems = unsafe_settings(binds if binds is not None else [settings.ENV["BIND"]], log)
     targets = budget.targets_from_settings()
     kinds = {alias: info.kind for alias, info in settings.DATABASE_ALIASES.items()}
     behind = [key for key in budget.limit_probes(targets) if key[1]]
     results = probe_in_child([(a, False) for a in kinds] + behind, sql=budget.LIMITS_SQL)
-    problems = []
     for (alias, direct), r in results.items():
         if r.ok:
             continue

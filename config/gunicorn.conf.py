@@ -85,7 +85,9 @@ def on_starting(server):
     django.setup()
     from config.boot import boot_checks
 
-    problems = boot_checks(workers=server.cfg.workers, threads=_threads_per_worker(server.cfg), log=server.log)
+    problems = boot_checks(
+        workers=server.cfg.workers, threads=_threads_per_worker(server.cfg), log=server.log, binds=server.cfg.bind
+    )
     if problems:
         for line in problems:
             server.log.error("boot check failed: %s", line)

@@ -32,12 +32,22 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
     return JsonResponse(body, status=status, headers=headers)
 
 
-def unavailable_response(alias: str, retry_after: float = 1.0, reason: str = "") -> JsonResponse:
+def unavailable_response(alias: str, retry_after: float = 1.0, reason: str = "", request=None) -> HttpResponse:
     """503 naming the database (the domain alias: `market`, not `market_jobs`), with Retry-After
-    in whole seconds as HTTP wants it, and in milliseconds in the body."""
+    in whole seconds as HTTP wants it, and in milliseconds in the body; an HTML page for a browser
+    (`request` given, outside the API)."""
+    from config import pages
+
     info = settings.DATABASE_ALIASES.get(alias)
     database = info.base if info is not None else alias
     retry_after = max(retry_after, 0.1)
+    if not pages.wants_json(request):
+        return pages.error_page(
+            503,
+            "Database unavailable",
+            f"The {database} database does not answer right now. Try again in a few seconds.",
+            headers={"Retry-After": str(max(int(retry_after + 0.999), 1))},
+        )
     extra = {"database": database, "retry_after_ms": int(retry_after * 1000)}
     if reason:
         extra["reason"] = reason
@@ -163,8 +173,35 @@ def server_error(request) -> HttpResponse:
     """Last resort: a database fault anywhere still gets a 503 naming the alias, never a 500."""
     import sys
 
-    response = response_for_database_error(sys.exc_info()[1])
+    from config import pages
+
+    response = response_for_database_error(sys.exc_info()[1], request)
+    if response is None and not pages.wants_json(request):
+        return pages.error_page(500, "Server error", "Something went wrong on our side; it has been logged.")
     return response or error_response(500, "internal_error", "unexpected error")
+
+
+def bad_request(request, exception=None) -> HttpResponse:
+    """handler400. A Host outside DJANGO_ALLOWED_HOSTS (Django's DisallowedHost, the API stack's
+    AllowedHostsMiddleware, the fast lane's fall-through) says which variable to change."""
+    import logging
+
+    from django.core.exceptions import DisallowedHost
+
+    from config import pages
+
+    if isinstance(exception, DisallowedHost):
+        # request.get_host() would raise again: read the header the way it does.
+        host = request.META.get("HTTP_X_FORWARDED_HOST" if settings.USE_X_FORWARDED_HOST else "HTTP_HOST", "")
+        logging.getLogger("config.http").warning(
+            "refused a request for host %r: it is not in DJANGO_ALLOWED_HOSTS", host[:200]
+        )
+        message, extra = "the Host header names a host that is not in DJANGO_ALLOWED_HOSTS", {"field": "Host"}
+    else:
+        message, extra = "bad request", {}
+    if pages.wants_json(request):
+        return error_response(400, "invalid_request", message, **extra)
+    return pages.error_page(400, "Bad request", message[:1].upper() + message[1:] + ".")
 
 
 _REASONS = {
@@ -177,14 +214,15 @@ _REASONS = {
 }
 
 
-def response_for_database_error(exc: BaseException | None) -> HttpResponse | None:
-    """The answer for an API error or a database fault; None for anything else (a real bug)."""
+def response_for_database_error(exc: BaseException | None, request=None) -> HttpResponse | None:
+    """The answer for an API error or a database fault; None for anything else (a real bug).
+    With the request, a browser page's database fault is an HTML page."""
     from django.db import InterfaceError, InternalError, OperationalError
 
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, **exc.extra)
     if isinstance(exc, DatabaseUnavailable):
-        return unavailable_response(exc.alias, exc.retry_after, exc.reason)
+        return unavailable_response(exc.alias, exc.retry_after, exc.reason, request)
     alias = getattr(exc, "db_alias", None)
     if alias and isinstance(exc, (OperationalError, InterfaceError, InternalError)):
         sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
@@ -192,5 +230,5 @@ def response_for_database_error(exc: BaseException | None) -> HttpResponse | Non
             reason = "connection_lost"
         else:
             reason = _REASONS.get(sqlstate, "database_error")
-        return unavailable_response(alias, 1.0, reason)
+        return unavailable_response(alias, 1.0, reason, request)
     return None

@@ -36,14 +36,14 @@ class DatabaseErrorMiddleware:
         return response
 
     def process_exception(self, request, exception):
-        return response_for_database_error(exception)
+        return response_for_database_error(exception, request)
 
 
 def _remember_database_fault(sender, request=None, **kwargs):
     import sys
 
     if request is not None:
-        response = response_for_database_error(sys.exc_info()[1])
+        response = response_for_database_error(sys.exc_info()[1], request)
         if response is not None:
             request._database_fault_response = response
 
@@ -136,7 +136,7 @@ class ReadYourWritesMiddleware:
         try:
             return match.func(request, *match.args, **match.kwargs)
         except Exception as exc:
-            response = response_for_database_error(exc)
+            response = response_for_database_error(exc, request)
             if response is None:
                 raise
             return response

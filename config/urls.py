@@ -1,12 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from config import views
+from config import pages, views
 
+handler400 = "config.http.bad_request"
 handler404 = "config.http.not_found"
 handler500 = "config.http.server_error"
 
 urlpatterns = [
+    path("", pages.home),
     path("healthz", views.healthz),
     path("readyz", views.readyz),
     path("metrics", views.metrics),

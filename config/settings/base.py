@@ -152,5 +152,7 @@ LOGGING = {
         "config": {"level": "INFO"},
         "audit": {"level": "INFO"},
         "psycopg.pool": {"level": "ERROR"},
+        # A traceback per forged Host; config.http.bad_request logs one line naming DJANGO_ALLOWED_HOSTS instead.
+        "django.security.DisallowedHost": {"level": "CRITICAL"},
     },
 }

@@ -31,9 +31,12 @@ def test_shared_database_down_leaves_public_reads_up(shared_apart, fault):
             status, body, _ = site.post("/api/blog/posts", {"title": "t", "body": "b", "status": "published"})
             assert_unavailable(status, body, "default")
             assert_unavailable(*site.order()[:2], "default")  # the token lives in `default`
-            # A session cookie makes Django load the session (and user) from `default`.
-            status, body, _ = site.get("/admin/", headers={"Cookie": "sessionid=0123456789abcdefghijklmnopqrstuv"})
-            assert_unavailable(status, body, "default")
+            # A session cookie makes Django load the session (and user) from `default`: a browser
+            # gets an HTML page naming it.
+            cookie = {"Cookie": "sessionid=0123456789abcdefghijklmnopqrstuv", "Accept": "text/html"}
+            status, body, headers = site.get("/admin/", headers=cookie)
+            assert status == 503 and headers["Content-Type"].startswith("text/html"), (status, body)
+            assert "The default database does not answer" in body and int(headers["Retry-After"]) >= 1
             start = blog.count() + market.count()
             wait_for(lambda: blog.count() + market.count() >= start + 20, what="public reads to go on")
         finally:

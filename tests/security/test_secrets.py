@@ -85,7 +85,7 @@ def test_database_fault_with_debug_on_is_a_503_naming_the_alias(cluster, debug_s
         status, body, _ = http("GET", debug_server.url("/api/users/1"))
         assert status == 503 and body["error"]["database"] == "default", body
         status, body, _ = http("GET", debug_server.url("/admin/"), headers={"Cookie": "sessionid=" + "x" * 32})
-        assert status == 503 and body["error"]["database"] == "default", body
+        assert status == 503 and "The default database does not answer" in body, body  # a page, no traceback
         assert_no_password(str(body))
     finally:
         cluster.start()
