@@ -29,7 +29,7 @@ def cluster_env(urls: dict[str, str], **extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if "_DATABASE_" not in k and not k.startswith(("DJANGO_SETTINGS", "WEB_", "PORT", "APP_ROLE"))
     }
-    env.setdefault("DJANGO_SECRET_KEY", "test-secret-key-for-subprocesses-only")
+    env.setdefault("DJANGO_SECRET_KEY", "test-secret-key-for-subprocesses-only-" + "k3y" * 8)  # passes the boot check
     for prefix, url in urls.items():
         env[f"{prefix}_DATABASE_URL"] = url
     env.update(extra)
