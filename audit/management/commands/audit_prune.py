@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
-from audit.services import audit_events_prune
+from audit.services import AuditPruneRefused, audit_events_prune
 from config.jobs import JobCommand
 
 
@@ -29,7 +29,11 @@ class Command(JobCommand):
         days = _days(older_than)
         if batch < 1:
             raise CommandError("--batch must be at least 1")
-        deleted = audit_events_prune(
-            older_than_days=days, batch_size=batch, progress=lambda n: self.stderr.write(f"deleted {n} so far")
-        )
+        try:
+            deleted = audit_events_prune(
+                older_than_days=days, batch_size=batch, progress=lambda n: self.stderr.write(f"deleted {n} so far")
+            )
+        except AuditPruneRefused as exc:
+            # Provisioned databases: only the jobs role may prune, and nothing younger than the retention.
+            raise CommandError(f"audit_prune refused by the database: {exc}") from None
         self.stdout.write(f"deleted {deleted} audit event(s) older than {days} day(s)")

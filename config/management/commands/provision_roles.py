@@ -6,7 +6,8 @@
 The superuser URL names the server and the administrator; its database part is
 not used: each alias's own database (the NAME of its URL, or of its DIRECT_URL
 behind a pooler) is provisioned on that server. Aliases on other servers: run
-it once per server with `--database`. A password never goes on the command line:
+it once per server with `--database`. Run it before or after `migrate_all`, and
+again whenever you like: it is idempotent. A password never goes on the command line:
 the superuser's comes from PGPASSWORD / ~/.pgpass or `--superuser-url-env VAR`,
 the roles' from `<ROLE>_PASSWORD` variables (or `--password-env ROLE=VAR`).
 """
@@ -17,18 +18,25 @@ import os
 from urllib.parse import unquote, urlsplit
 
 import psycopg
+from django.apps import apps
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connections
+from django.db import connections, router
 
 from config.databases import domain_aliases, domain_of
 from config.probe import clean_error
-from config.roles import Target, password_variable, passwords_from_env, provision
+from config.roles import AppendOnly, Target, password_variable, passwords_from_env, provision
+
+DEFAULT_AUDIT_RETENTION_DAYS = 365
+# Jobs that stage rows in temporary tables, by the model whose database they stage in:
+# import_products (market/imports.py). Their database's jobs role gets TEMP; no web role does.
+JOBS_NEEDING_TEMP = ("market.Product",)
 
 
 class Command(BaseCommand):
     help = (
-        "Create or update per-database owner and app roles (least privilege, per-role timeouts); "
+        "Create or update per-database owner, app (web) and jobs roles (least privilege, per-role timeouts, "
+        "an append-only audit trail); "
         "passwords from environment variables only."
     )
 
@@ -55,8 +63,20 @@ class Command(BaseCommand):
             metavar="ROLE=VAR",
             help="read ROLE's password from VAR instead of <ROLE>_PASSWORD (repeatable)",
         )
+        parser.add_argument(
+            "--audit-retention-days",
+            type=int,
+            default=DEFAULT_AUDIT_RETENTION_DAYS,
+            metavar="DAYS",
+            help="audit events younger than this are never deleted, not even by audit_prune "
+            f"(default {DEFAULT_AUDIT_RETENTION_DAYS})",
+        )
 
-    def handle(self, *args, superuser_url, superuser_url_env, database, prefix, password_env, **options):
+    def handle(
+        self, *args, superuser_url, superuser_url_env, database, prefix, password_env, audit_retention_days, **options
+    ):
+        if audit_retention_days < 0:
+            raise CommandError("--audit-retention-days must be 0 or more")
         if superuser_url_env:
             superuser_url = os.environ.get(superuser_url_env)
             if not superuser_url:
@@ -74,8 +94,8 @@ class Command(BaseCommand):
                 raise CommandError(f"--password-env takes ROLE=VAR, got {item!r}")
             overrides[role] = var
 
-        targets = [self._target(alias, prefix) for alias in (database or domain_aliases())]
-        roles = [r for t in targets for r in (t.owner, t.app)]
+        targets = [self._target(alias, prefix, audit_retention_days) for alias in (database or domain_aliases())]
+        roles = [r for t in targets for r in t.roles]
         unknown = sorted(set(overrides) - set(roles))
         if unknown:
             raise CommandError(f"--password-env names unknown role(s): {', '.join(unknown)}")
@@ -86,12 +106,15 @@ class Command(BaseCommand):
                 provision(conninfo, target, passwords=passwords, say=self.stdout.write)
             except psycopg.Error as exc:
                 raise CommandError(f"{target.alias}: {clean_error(exc, conninfo.get('password'))}") from None
-        self.stdout.write("Point the app at the app roles and migrate as the owners, e.g.:")
+        self.stdout.write(
+            "Point the web server at the app roles, job processes (run_jobs, import_products, audit_prune) "
+            "at the jobs roles, and migrate as the owners, e.g.:"
+        )
         for target in targets:
             p = domain_of(target.alias).prefix
             self.stdout.write(
                 f"  {p}_DATABASE_URL=postgres://{target.app}:<${password_variable(target.app)}>@.../"
-                f"{target.database}   (migrate_all: {target.owner})"
+                f"{target.database}   (jobs: {target.jobs}; migrate_all: {target.owner})"
             )
 
     def _conninfo(self, url: str) -> dict:
@@ -109,12 +132,21 @@ class Command(BaseCommand):
             info["password"] = unquote(parts.password)
         return info
 
-    def _target(self, alias: str, prefix: str) -> Target:
+    def _target(self, alias: str, prefix: str, audit_retention_days: int) -> Target:
         sd = connections[alias].settings_dict
         name = (sd.get("DIRECT") or {}).get("NAME") or sd["NAME"]
         short = domain_of(alias).prefix.lower()
         values = settings.ENV
         p = f"{domain_of(alias).prefix}_DATABASE_"
+        audit = apps.get_model("audit", "AuditEvent")
+        append_only = None
+        if router.db_for_write(audit) == alias:
+            append_only = AppendOnly(
+                table=audit._meta.db_table,
+                pk=audit._meta.pk.column,
+                time_column=audit._meta.get_field("occurred_at").column,
+                retention_days=audit_retention_days,
+            )
         return Target(
             alias=alias,
             database=name,
@@ -122,4 +154,8 @@ class Command(BaseCommand):
             app=f"{prefix}_{short}_app",
             statement_timeout_ms=values[p + "STATEMENT_TIMEOUT_MS"],
             idle_in_transaction_timeout_ms=values[p + "IDLE_IN_TRANSACTION_TIMEOUT_MS"],
+            jobs=f"{prefix}_{short}_jobs",
+            jobs_statement_timeout_ms=values["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"],
+            jobs_temp=any(router.db_for_write(apps.get_model(label)) == alias for label in JOBS_NEEDING_TEMP),
+            append_only=append_only,
         )
