@@ -11,27 +11,34 @@ batches; running it again finishes the job, since the upsert is idempotent.
 
 One run at a time (a session-level advisory lock on the market database). The
 per-row audit capture of `AuditedModel.save` is bypassed: a run records one
-`bulk` audit event with its counts, in the transaction of its last batch.
+`bulk` audit event with its counts, written with its first batch and brought up
+to date in the transaction of every later one, so even a run killed with SIGKILL
+leaves an event that counts exactly what it committed (`_RunEvent`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import itertools
+import json
 import os
 import signal
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psycopg
 from django.conf import settings
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, ProgrammingError, connections, router, transaction
+from django.utils import timezone
 
-from audit.capture import audit_bulk
+from audit.capture import audit_relay_after_commit, outbox_model_for
+from audit.context import current_actor
 from config.backend_priority import lowered_backend_priority
 from config.databases import domain_of
 from config.probe import clean_error, connect_kwargs
@@ -44,7 +51,9 @@ SPOOL_CHUNK_ROWS = 5_000
 # One 64-bit advisory lock key per job, derived from its name (pg_locks shows it as classid/objid).
 LOCK_KEY = int.from_bytes(hashlib.blake2b(b"market.import_products", digest_size=8).digest(), "big", signed=True)
 UNIQUE_VIOLATION = "23505"
+INSUFFICIENT_PRIVILEGE = "42501"
 SKU_MESSAGE = "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+SKU_MAX = 64
 
 # (phase, done, total): phase "validate" counts bytes of the file, "import" counts rows.
 Progress = Callable[[str, int, int], None]
@@ -81,7 +90,6 @@ class ImportResult:
     validate_s: float = 0.0
     import_s: float = 0.0
     batch_rows: list[int] = field(default_factory=list, repr=False)
-    audited: bool = field(default=False, repr=False)  # the run's event is committed
 
     def counts(self, *, completed: bool = True) -> dict[str, int]:
         out = {k: v for k, v in asdict(self).items() if k in ("rows", "created", "updated", "unchanged", "batches")}
@@ -115,7 +123,7 @@ def product_import(
     result = ImportResult()
     try:
         with (
-            _RunLock(db),
+            _RunLock(db) as lock,
             lowered_backend_priority(db, backend_nice, log or (lambda message: None)),
             tempfile.TemporaryFile(prefix="import_products-") as spool,
         ):
@@ -123,12 +131,13 @@ def product_import(
             batches = _validate(db, path, spool, batch_size, result, report)
             result.validate_s = time.monotonic() - started
             started = time.monotonic()
-            try:
-                _write(db, spool, batches, result, report)
-            finally:
-                result.import_s = time.monotonic() - started
+            with _RunEvent(db, lock) as event:
+                try:
+                    _write(db, spool, batches, result, report, event)
+                finally:
+                    result.import_s = time.monotonic() - started
     except KeyboardInterrupt as exc:  # JobCommand turns SIGINT/SIGTERM into this
-        _audit_interrupted(db, result)
+        # The event of the batches committed so far is in the outbox already.
         raise ImportInterrupted(result, str(exc) or "interrupted") from None
     return result
 
@@ -284,10 +293,8 @@ def _row_values(row: list[str], positions: list[int], line: int, name_max: int) 
         raise ImportRejected(line, f"#{len(row)}", f"unexpected field (the header has {len(COLUMNS)} columns)")
     i_sku, i_name, i_price, i_stock = positions
     sku = row[i_sku]
-    if not SKU_RE.match(sku):
-        if not sku:
-            raise ImportRejected(line, "sku", "must not be empty")
-        raise ImportRejected(line, "sku", "is not valid UTF-8" if _has_bad_bytes(sku) else SKU_MESSAGE)
+    if not SKU_RE.fullmatch(sku):
+        raise ImportRejected(line, "sku", _sku_fault(sku))
     name = row[i_name].strip()
     if "\x00" in name:
         raise ImportRejected(line, "name", "must not contain a NUL character")
@@ -299,6 +306,22 @@ def _row_values(row: list[str], positions: list[int], line: int, name_max: int) 
         _int(row[i_price], line, "price_cents", MAX_PRICE_CENTS),
         _int(row[i_stock], line, "stock", MAX_STOCK),
     )
+
+
+def _sku_fault(sku: str) -> str:
+    """Why a sku that failed SKU_RE is wrong, in the words a person fixing the file needs."""
+    if not sku:
+        return "must not be empty"
+    if _has_bad_bytes(sku):
+        return "is not valid UTF-8"
+    if "\x00" in sku:
+        return "must not contain a NUL character"
+    if sku != sku.strip():
+        # Also a trailing line break inside quotes ("ABC\n"): it would break the spooled CSV.
+        return "must not start or end with whitespace or a line break"
+    if len(sku) > SKU_MAX:
+        return f"must be at most {SKU_MAX} characters"
+    return SKU_MESSAGE
 
 
 def _csv_line(sku: str, name: str, price: int, stock: int) -> str:
@@ -324,7 +347,7 @@ def _validate(
     total_bytes = path.stat().st_size
     report("validate", 0, total_bytes)
     name_max = Product._meta.get_field("name").max_length
-    sku_ok = SKU_RE.match
+    sku_ok = SKU_RE.fullmatch  # fullmatch: "$" in a pattern would let "ABC\n" through
     batches: list[tuple[int, int]] = []
     wrapper = connections[db]
     rejected: ImportRejected | None = None
@@ -338,7 +361,9 @@ def _validate(
     try:
         with transaction.atomic(using=db), wrapper.cursor() as cur, _open(path) as text:
             _set_timeouts(cur)
-            cur.execute('CREATE TEMP TABLE import_products_seen (sku text COLLATE "C" PRIMARY KEY) ON COMMIT DROP')
+            _create_temp(
+                db, cur, 'CREATE TEMP TABLE import_products_seen (sku text COLLATE "C" PRIMARY KEY) ON COMMIT DROP'
+            )
             with wrapper.wrap_database_errors, cur.cursor.copy("COPY import_products_seen (sku) FROM STDIN") as seen:
                 reader = csv.reader(text, strict=True)
                 positions = _header(reader)
@@ -421,6 +446,19 @@ def _validate(
         _raise_first_fault(db, path, spool, rejected, undecodable, before=bad_ordinal, duplicate=duplicate)
     report("validate", total_bytes, total_bytes)
     return batches
+
+
+def _create_temp(db: str, cur, statement: str) -> None:
+    try:
+        cur.execute(statement)
+    except ProgrammingError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+            raise
+        name = connections[db].settings_dict["NAME"]
+        raise ImportRefused(
+            f"import_products stages rows in temporary tables, which this role may not create in database "
+            f"{name!r}: run it with the jobs role (provision_roles grants that role TEMP there, the web role none)"
+        ) from None
 
 
 def _spool_chunk(spool, seen, chunk: list[str], skus: list[str], rows_before: int) -> int:
@@ -552,7 +590,9 @@ def _sql(db: str) -> dict[str, str]:
     }
 
 
-def _write(db: str, spool, batches: list[tuple[int, int]], result: ImportResult, report: Progress) -> None:
+def _write(
+    db: str, spool, batches: list[tuple[int, int]], result: ImportResult, report: Progress, event: _RunEvent
+) -> None:
     wrapper = connections[db]
     sql = _sql(db)
     fast = True  # new skus: try COPY straight into the table first
@@ -568,34 +608,138 @@ def _write(db: str, spool, batches: list[tuple[int, int]], result: ImportResult,
             with transaction.atomic(using=db), wrapper.cursor() as cur:
                 # Only the last commit waits for the disk: it flushes every earlier batch's WAL
                 # with it, so a run that reports success is durable; a batch lost to a server
-                # crash before that is written again by the rerun.
+                # crash before that is written again by the rerun (its event update with it).
                 _set_timeouts(cur, synchronous_commit=last)
                 created, updated = _write_batch(wrapper, cur, sql, data, rows, fast)
                 unchanged = rows - created - updated
                 fast = created == rows  # no existing sku in this batch: the next one is likely new too
-                if last:
-                    audit_bulk(
-                        model_label=Product._meta.label_lower,
-                        using=db,
-                        counts={
-                            **result.counts(),
-                            "created": result.created + created,
-                            "updated": result.updated + updated,
-                            "unchanged": result.unchanged + unchanged,
-                            "batches": result.batches + 1,
-                        },
-                    )
+                # The run's counts so far, committed with the batch they count.
+                event.write(
+                    {
+                        **result.counts(completed=last),
+                        "created": result.created + created,
+                        "updated": result.updated + updated,
+                        "unchanged": result.unchanged + unchanged,
+                        "batches": result.batches + 1,
+                    }
+                )
                 held.hold()  # from the commit to the counts: a signal waits, so the counts stay exact
             result.created += created
             result.updated += updated
             result.unchanged += unchanged
             result.batches += 1
             result.batch_rows.append(rows)
-            result.audited = last
+        event.hold()
         report("import", sum(result.batch_rows), result.rows)
     if not batches:  # a header-only file is still a run
         with transaction.atomic(using=db):
-            audit_bulk(model_label=Product._meta.label_lower, using=db, counts=result.counts())
+            event.write(result.counts())
+
+
+class _RunEvent:
+    """The run's one `bulk` audit event: an outbox row that every batch's transaction
+    writes, held back from the relay while the run lives.
+
+    The relay takes outbox rows with `FOR UPDATE SKIP LOCKED`. A session of the run
+    holds the row `FOR KEY SHARE` from the first commit to the end of the run: that
+    lock makes the relay skip the row, yet lets each batch's UPDATE (a non-key update)
+    through. When the run ends, however it ends (SIGKILL included: the server drops a
+    dead client's session and its lock with it), the row is delivered with the counts
+    of every batch committed. Should a relay take the row anyway (the holding session
+    lost), the next batch starts a new event carrying the same `run` id and the counts
+    so far: the last one of a run counts.
+    """
+
+    def __init__(self, db: str, lock: _RunLock):
+        self.db, self.lock = db, lock
+        self.outbox = outbox_model_for(Product._meta.app_label)
+        self.run = str(uuid.uuid4())
+        self.event_id: uuid.UUID | None = None  # the outbox row this run writes into
+        self.held: uuid.UUID | None = None  # the row the holding session has locked
+        self.session: psycopg.Connection | None = None
+        self.own_session = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.release()
+        if self.event_id is not None:
+            audit_relay_after_commit(self.db)  # delivered now, not at the next sweep
+
+    def write(self, counts: dict) -> None:
+        """In the caller's transaction: the event says `counts`."""
+        changes = {"counts": counts, "run": self.run}
+        now = timezone.now()
+        if self.event_id is not None:
+            # Plain SQL: a batch of a few thousand rows should not pay for the ORM here.
+            with connections[self.db].cursor() as cur:
+                cur.execute(
+                    f'UPDATE "{self.outbox._meta.db_table}" SET changes = %s::jsonb, occurred_at = %s '
+                    "WHERE event_id = %s",
+                    [json.dumps(changes), now, self.event_id],
+                )
+                if cur.rowcount:
+                    return
+        who = current_actor()
+        self.event_id = (
+            self.outbox.objects.using(self.db)
+            .create(
+                occurred_at=now,
+                actor=who.label,
+                actor_id=who.id,
+                action="bulk",
+                model=Product._meta.label_lower,
+                object_pk="",
+                changes=changes,
+            )
+            .event_id
+        )
+
+    def hold(self) -> None:
+        """After a commit: make sure the holding session has the event's row (best effort)."""
+        if self.event_id is None or self.held == self.event_id:
+            return
+        try:
+            session = self._session()
+            if self.held is not None:
+                session.execute("ROLLBACK")
+                self.held = None
+            session.execute("BEGIN")
+            table = self.outbox._meta.db_table
+            found = session.execute(
+                f'SELECT 1 FROM "{table}" WHERE event_id = %s FOR KEY SHARE SKIP LOCKED', [self.event_id]
+            ).fetchone()
+            if found:
+                self.held = self.event_id
+            else:  # a relay has it already: nothing to hold
+                session.execute("ROLLBACK")
+        except psycopg.Error:
+            # Without the hold the event is still written with every batch; only "one per run" may suffer.
+            self._close()
+
+    def release(self) -> None:
+        self._close()
+
+    def _session(self) -> psycopg.Connection:
+        if self.session is None:
+            # Behind a transaction pooler the run lock has a direct session already: share it.
+            self.session, self.own_session = self.lock.direct, False
+            if self.session is None:
+                self.session = psycopg.connect(**connect_kwargs(self.db, direct=True), autocommit=True)
+                self.own_session = True
+            # The session idles in its transaction for the whole run, on purpose.
+            self.session.execute("SET idle_in_transaction_session_timeout = 0")
+        return self.session
+
+    def _close(self) -> None:
+        if self.session is not None:
+            if self.own_session:
+                self.session.close()
+            else:  # the run lock's session: end the transaction, keep the session
+                with contextlib.suppress(psycopg.Error):
+                    self.session.execute("ROLLBACK")
+        self.session, self.held = None, None
 
 
 def _write_batch(wrapper, cur, sql: dict[str, str], data: bytes, rows: int, fast: bool) -> tuple[int, int]:
@@ -643,14 +787,3 @@ class _SignalsHeld:
     def __exit__(self, *exc_info):
         if self.previous is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, self.previous)  # a pending signal is delivered now
-
-
-def _audit_interrupted(db: str, result: ImportResult) -> None:
-    """A run stopped by a signal after some batches still leaves its one event."""
-    if not result.batches or result.audited:
-        return
-    try:
-        with transaction.atomic(using=db):
-            audit_bulk(model_label=Product._meta.label_lower, using=db, counts=result.counts(completed=False))
-    except Exception:  # the stop comes first; the committed batches are in the table either way
-        pass

@@ -17,6 +17,8 @@ import pytest
 from django.db import connections
 
 from audit.models import AuditEvent
+from market.models import Account
+from tests.conftest import manage
 from tests.jobs.helpers import (
     ROOT,
     import_lock_holders,
@@ -123,6 +125,14 @@ BAD_ROWS = {
     "empty name": (("SKU-X", "  ", "12", "1"), "line 2502, column name: must be non-empty"),
     "sku twice": (("SKU-0000010", "X", "12", "1"), "line 2502, column sku: 'SKU-0000010' already appears on line 12"),
     "too large": (("SKU-X", "X", "12", "2147483648"), "line 2502, column stock: must be at most 2147483647"),
+    # A quoted line break would pass a `$`-anchored pattern, then break COPY after two batches committed.
+    "sku ending in a line break": (("SKU-X\n", "X", "12", "1"), "line 2502, column sku: must not start or end"),
+    "sku with a space": ((" SKU-X", "X", "12", "1"), "line 2502, column sku: must not start or end"),
+    "sku too long": (("S" * 65, "X", "12", "1"), "line 2502, column sku: must be at most 64 characters"),
+    "NUL in the sku": (("SKU\x00X", "X", "12", "1"), "line 2502, column sku: must not contain a NUL character"),
+    "NUL in the name": (("SKU-X", "X\x00Y", "12", "1"), "line 2502, column name: must not contain a NUL character"),
+    "name too long": (("SKU-X", "N" * 201, "12", "1"), "line 2502, column name: must be non-empty text of at most 200"),
+    "non-ASCII digits": (("SKU-X", "X", "\u0661\u0662", "1"), "line 2502, column price_cents: must be a non-negative"),
 }
 
 
@@ -141,6 +151,25 @@ def test_a_bad_row_stops_the_import_before_anything_is_written(tmp_path, job_env
     assert message in result.stderr
     assert products() == {"SKU-0000001": ("Before", 1, 1)}
     assert len(bulk_events()) == 1  # the seed's run only
+
+
+@pytest.mark.parametrize(
+    "column, raw",
+    [("name", b"Caf\xe9"), ("name", b"\xed\xa0\x80 surrogate"), ("sku", b"SKU-\xff"), ("stock", b"1\xff")],
+    ids=["latin-1 name", "encoded surrogate in the name", "bad byte in the sku", "bad byte in the stock"],
+)
+def test_undecodable_bytes_stop_the_import_naming_line_and_column(tmp_path, job_env, column, raw):
+    rows = [product_row(i) for i in range(3000)]
+    bad = {"sku": "SKU-X", "name": "X", "price_cents": "12", "stock": "1", column: "@BAD@"}
+    rows.insert(2500, (bad["sku"], bad["name"], bad["price_cents"], bad["stock"]))
+    path = write_csv(tmp_path / "bad.csv", rows)
+    path.write_bytes(path.read_bytes().replace(b"@BAD@", raw))
+
+    result = run_import(path, job_env, "--batch-size", "1000")
+
+    assert result.returncode != 0
+    assert f"line 2502, column {column}: is not valid UTF-8" in result.stderr
+    assert product_count() == 0 and bulk_events() == []
 
 
 def test_a_bad_header_is_refused_naming_the_column(tmp_path, job_env):
@@ -171,6 +200,49 @@ def test_a_rerun_after_a_crash_finishes_the_job_without_duplicates(tmp_path, job
     assert rerun.returncode == 0, rerun.stderr
     assert f"{total - committed:,} created, 0 updated, {committed:,} unchanged" in rerun.stdout
     assert product_count() == distinct_skus() == total
+
+
+def outbox_rows() -> int:
+    return market_query("SELECT count(*) FROM market_auditoutbox")[0][0]
+
+
+def test_a_killed_run_leaves_one_event_counting_the_batches_it_committed(tmp_path, job_env):
+    total, batch = 200_000, 1000
+    path = write_csv(tmp_path / "big.csv", (product_row(i) for i in range(total)))
+    proc = start_import(path, job_env, "--batch-size", str(batch), stderr=subprocess.DEVNULL)
+    # Two batches: the event was written with the first and brought up to date by the second.
+    wait_for(lambda: proc.poll() is not None or product_count() >= 2 * batch, timeout=120, what="two batches")
+    os.kill(proc.pid, signal.SIGSTOP)  # alive, between two statements, while a relay sweeps
+    try:
+        assert proc.poll() is None, "the import finished before it could be killed"
+        Account.objects.create(balance_cents=5)  # another event in the same outbox
+        swept = manage("audit_relay", env=job_env)
+        assert swept.returncode == 0, swept.stderr
+        # The sweep delivered the other event, but the run's waits while the run lives:
+        # nothing half-counted is delivered.
+        assert AuditEvent.objects.filter(model="market.account").count() == 1
+        assert outbox_rows() == 1 and bulk_events() == []
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_for(lambda: jobs_connections() == 0, timeout=10, what="the server to drop the killed job's sessions")
+    committed = product_count()
+    assert 0 < committed < total and committed % batch == 0
+
+    relayed = manage("audit_relay", env=job_env)
+
+    assert relayed.returncode == 0, relayed.stderr
+    assert outbox_rows() == 0
+    assert bulk_events() == [
+        {
+            "rows": total,
+            "created": committed,
+            "updated": 0,
+            "unchanged": 0,
+            "batches": committed // batch,
+            "completed": False,
+        }
+    ]
 
 
 def test_a_second_run_is_refused_while_one_holds_the_lock(tmp_path, job_env):

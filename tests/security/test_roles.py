@@ -1,22 +1,27 @@
 """Least privilege on a real server with password (SCRAM) authentication:
-`provision_roles`, then migrate as the owners and serve with the app roles."""
+`provision_roles`, then migrate as the owners, serve with the app roles and run
+jobs with the jobs roles; the audit trail is append-only."""
 
 from __future__ import annotations
 
+import json
 import secrets
+import uuid
 
 import psycopg
 import pytest
 
 from tests.conftest import manage
+from tests.jobs.helpers import product_row, write_csv
 from tests.pgbouncer import PgBouncer
-from tests.pgcluster import PgCluster, as_postgres
+from tests.pgcluster import PgCluster, as_postgres, wait_for
 from tests.servers import Gunicorn, cluster_env, http
 
 pytestmark = pytest.mark.cluster
 
 DBS = {"SHARED": "roles_shared", "BLOG": "roles_blog", "MARKET": "roles_market"}
-ROLES = [f"platform_{db}_{kind}" for db in ("shared", "blog", "market") for kind in ("owner", "app")]
+ROLES = [f"platform_{db}_{kind}" for db in ("shared", "blog", "market") for kind in ("owner", "app", "jobs")]
+RETENTION_DAYS = 365  # provision_roles' default
 HBA = """\
 local all all trust
 host all postgres 127.0.0.1/32 trust
@@ -93,7 +98,7 @@ def test_provision_refuses_a_password_on_the_command_line(server):
 def test_roles_are_confined_to_their_own_database(provisioned):
     cluster, passwords, _, _ = provisioned
     # The blog roles cannot open another database on the same server...
-    for role in ("platform_blog_app", "platform_blog_owner"):
+    for role in ("platform_blog_app", "platform_blog_jobs", "platform_blog_owner"):
         for other in ("roles_market", "roles_shared", "postgres"):
             if other == "postgres":
                 continue  # the maintenance database is not the platform's; PUBLIC keeps CONNECT there
@@ -173,8 +178,128 @@ def test_app_serves_reads_and_writes_with_the_app_roles(provisioned):
         assert status == 201, body
         assert http("GET", server.url("/api/blog/posts"))[0] == 200
         assert http("GET", server.url("/readyz"))[0] == 200
+        # The relay delivers with INSERT ... ON CONFLICT DO NOTHING: INSERT and SELECT are enough.
+        with _connect(cluster, passwords, "platform_shared_app", "roles_shared") as conn:
+            wait_for(
+                lambda: conn.execute(
+                    "SELECT count(*) FROM audit_auditevent WHERE model = 'market.product' AND action = 'create'"
+                ).fetchone()[0],
+                timeout=10,
+                what="the product's audit event relayed",
+            )
         log = server.output()
     assert not [pw for pw in passwords.values() if pw in log]
+
+
+def _insert_event(conn: psycopg.Connection, age_days: float) -> str:
+    event_id = str(uuid.uuid4())
+    conn.execute(
+        "INSERT INTO audit_auditevent (id, occurred_at, recorded_at, database, actor, action, model, object_pk, "
+        "changes) VALUES (%s, now() - make_interval(days => %s), now(), 'market', 'test', 'update', "
+        "'market.product', '1', '{}')",
+        (event_id, age_days),
+    )
+    return event_id
+
+
+def _assert_append_only(cluster, passwords) -> None:
+    for role in ("platform_shared_app", "platform_shared_jobs"):
+        with _connect(cluster, passwords, role, "roles_shared") as conn:
+            event_id = _insert_event(conn, 1)
+            assert conn.execute("SELECT count(*) FROM audit_auditevent WHERE id = %s", (event_id,)).fetchone() == (1,)
+            for statement in (
+                "UPDATE audit_auditevent SET actor = 'mallory' WHERE id = %s",
+                "DELETE FROM audit_auditevent WHERE id = %s",
+                "SELECT id FROM audit_auditevent WHERE id = %s FOR UPDATE",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for table"):
+                    conn.execute(statement, (event_id,))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for table"):
+                conn.execute("TRUNCATE audit_auditevent")
+
+
+def test_the_app_and_jobs_roles_may_only_insert_and_read_audit_events(provisioned):
+    cluster, passwords, env, _ = provisioned
+    # Provisioned before the table existed: the audit migration narrowed the owner's default grants.
+    _assert_append_only(cluster, passwords)
+    # Provisioned again now that it exists: provision_roles narrows them itself.
+    again = manage("provision_roles", "--superuser-url", cluster.url("postgres"), env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    _assert_append_only(cluster, passwords)
+    # The web role cannot even call the pruning function.
+    with _connect(cluster, passwords, "platform_shared_app", "roles_shared") as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for function"):
+            conn.execute("SELECT audit_auditevent_prune(%s, 10)", (RETENTION_DAYS,))
+
+
+def test_only_the_jobs_role_prunes_and_only_events_older_than_the_retention(provisioned):
+    cluster, passwords, app_env, _ = provisioned
+    jobs_env = cluster_env(_urls(cluster, passwords, "jobs"))
+    with _connect(cluster, passwords, "platform_shared_app", "roles_shared") as conn:
+        old = _insert_event(conn, RETENTION_DAYS + 5)
+        kept = _insert_event(conn, RETENTION_DAYS - 5)
+
+    # Below the retention the database refuses, whoever asks for how little.
+    with _connect(cluster, passwords, "platform_shared_jobs", "roles_shared") as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=f"kept for {RETENTION_DAYS} days"):
+            conn.execute("SELECT audit_auditevent_prune(0, 1000)")
+    short = manage("audit_prune", "--older-than", str(RETENTION_DAYS - 10), env=jobs_env)
+    assert short.returncode != 0
+    assert f"refused by the database: rows of audit_auditevent are kept for {RETENTION_DAYS} days" in short.stderr
+    as_web = manage("audit_prune", "--older-than", str(RETENTION_DAYS), env=app_env)
+    assert as_web.returncode != 0 and "permission denied for function" in as_web.stderr
+
+    pruned = manage("audit_prune", "--older-than", str(RETENTION_DAYS), env=jobs_env)
+
+    assert pruned.returncode == 0, pruned.stderr
+    with _connect(cluster, passwords, "platform_shared_app", "roles_shared") as conn:
+        left = {str(r[0]) for r in conn.execute("SELECT id FROM audit_auditevent WHERE id IN (%s, %s)", (old, kept))}
+    assert left == {kept}
+
+
+def test_only_the_market_jobs_role_may_create_temporary_tables(provisioned):
+    cluster, passwords, _, _ = provisioned
+    for role, db in (
+        ("platform_market_app", "roles_market"),
+        ("platform_blog_jobs", "roles_blog"),
+        ("platform_shared_jobs", "roles_shared"),
+    ):
+        with _connect(cluster, passwords, role, db) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="temporary tables"):
+                conn.execute("CREATE TEMP TABLE staging (id int)")
+    with _connect(cluster, passwords, "platform_market_jobs", "roles_market") as conn:
+        conn.execute("CREATE TEMP TABLE staging (id int)")
+        # The jobs role keeps its own, longer statement timeout (JOBS_DATABASE_STATEMENT_TIMEOUT_MS).
+        assert conn.execute("SHOW statement_timeout").fetchone()[0] == "10min"
+
+
+def test_import_products_runs_with_the_jobs_roles_and_is_audited(provisioned, tmp_path):
+    cluster, passwords, app_env, _ = provisioned
+    path = write_csv(tmp_path / "roles.csv", (product_row(i) for i in range(3000)))
+    # The web role cannot: no TEMP, and the job says what it needs.
+    refused = manage("import_products", str(path), "--batch-size", "1000", env=app_env, timeout=120)
+    assert refused.returncode != 0
+    assert "run it with the jobs role" in refused.stderr
+
+    imported = manage(
+        "import_products",
+        str(path),
+        "--batch-size",
+        "1000",
+        env=cluster_env(_urls(cluster, passwords, "jobs")),
+        timeout=120,
+    )
+
+    assert imported.returncode == 0, imported.stderr
+    assert "3,000 created" in imported.stdout
+    with _connect(cluster, passwords, "platform_shared_app", "roles_shared") as conn:
+        events = [
+            json.loads(c) if isinstance(c, str) else c
+            for (c,) in conn.execute(
+                "SELECT changes FROM audit_auditevent WHERE action = 'bulk' AND model = 'market.product'"
+            )
+        ]
+    assert [e["counts"]["created"] for e in events] == [3000]
 
 
 def test_role_timeouts_hold_behind_a_transaction_pooler(provisioned):
