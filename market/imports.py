@@ -700,23 +700,25 @@ class _RunEvent:
         """After a commit: make sure the holding session has the event's row (best effort)."""
         if self.event_id is None or self.held == self.event_id:
             return
-        try:
-            session = self._session()
-            if self.held is not None:
-                session.execute("ROLLBACK")
-                self.held = None
-            session.execute("BEGIN")
-            table = self.outbox._meta.db_table
-            found = session.execute(
-                f'SELECT 1 FROM "{table}" WHERE event_id = %s FOR KEY SHARE SKIP LOCKED', [self.event_id]
-            ).fetchone()
-            if found:
-                self.held = self.event_id
-            else:  # a relay has it already: nothing to hold
-                session.execute("ROLLBACK")
-        except psycopg.Error:
-            # Without the hold the event is still written with every batch; only "one per run" may suffer.
-            self._close()
+        for _attempt in range(2):  # a session lost meanwhile is replaced once
+            try:
+                session = self._session()
+                if self.held is not None:
+                    session.execute("ROLLBACK")
+                    self.held = None
+                session.execute("BEGIN")
+                table = self.outbox._meta.db_table
+                found = session.execute(
+                    f'SELECT 1 FROM "{table}" WHERE event_id = %s FOR KEY SHARE SKIP LOCKED', [self.event_id]
+                ).fetchone()
+                if found:
+                    self.held = self.event_id
+                else:  # a relay has it already: nothing to hold
+                    session.execute("ROLLBACK")
+                return
+            except psycopg.Error:
+                # Without the hold the event is still written with every batch; only "one per run" may suffer.
+                self._close()
 
     def release(self) -> None:
         self._close()

@@ -245,6 +245,45 @@ def test_a_killed_run_leaves_one_event_counting_the_batches_it_committed(tmp_pat
     ]
 
 
+def test_a_run_whose_event_was_taken_mid_run_goes_on_in_a_new_one_with_the_same_run(tmp_path, job_env):
+    total, batch = 100_000, 1000
+    path = write_csv(tmp_path / "big.csv", (product_row(i) for i in range(total)))
+    proc = start_import(path, job_env, "--batch-size", str(batch), stderr=subprocess.DEVNULL)
+    wait_for(lambda: proc.poll() is not None or product_count() >= 2 * batch, timeout=120, what="two batches")
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        assert proc.poll() is None, "the import finished before it could be stopped"
+        # The session holding the event back is lost (an operator, a network cut): a sweep takes the event.
+        # (The holder's SELECT ... FOR KEY SHARE is the only RowShareLock on the outbox.)
+        held = market_query(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks "
+            "WHERE relation = 'market_auditoutbox'::regclass AND mode = 'RowShareLock' AND granted"
+        )
+        assert held == [(True,)]
+        wait_for(lambda: jobs_connections() == 1, timeout=10, what="the holding session gone")
+        assert manage("audit_relay", env=job_env).returncode == 0
+        taken = bulk_events()
+        assert len(taken) == 1 and taken[0]["completed"] is False
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+
+    assert proc.returncode == 0, err
+    events = [(e.changes["run"], e.changes["counts"]) for e in AuditEvent.objects.filter(action="bulk")]
+    events.sort(key=lambda e: e[1]["batches"])
+    # Every committed batch is still accounted for: the last event of the run has them all.
+    assert len(events) == 2 and events[0][0] == events[1][0]
+    assert events[1][1] == {
+        "rows": total,
+        "created": total,
+        "updated": 0,
+        "unchanged": 0,
+        "batches": total // batch,
+        "completed": True,
+    }
+    assert outbox_rows() == 0
+
+
 def test_a_second_run_is_refused_while_one_holds_the_lock(tmp_path, job_env):
     path = write_csv(tmp_path / "big.csv", (product_row(i) for i in range(100_000)))
     other = write_csv(tmp_path / "other.csv", [("OTHER-1", "Other", 1, 1)])
