@@ -4,6 +4,7 @@ environment): USERS users in one bulk insert, a staff user with an API token.
 Writes, under the directory given as argv[1]:
     user_ids.txt   every seeded user id, one a line (wrk picks among them)
     token.txt      the staff user's API key (mode 0600; never printed)
+    staff_id.txt   its user id (the owner of the accounts run.py opens over the API)
 and prints one JSON line: {"users": N, "staff_id": id}.
 """
 
@@ -23,6 +24,7 @@ django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.contrib.auth.hashers import make_password  # noqa: E402
+from django.contrib.auth.models import Permission  # noqa: E402
 
 from audit.services import api_token_create  # noqa: E402
 from config.db import close_all_pools  # noqa: E402
@@ -43,6 +45,11 @@ def main() -> None:
     staff = User.objects.create(
         username="bench_staff", email="bench_staff@example.com", password=unusable, is_staff=True
     )
+    # What the API's permissions ask of the writes run.py makes over the API (staff status grants
+    # nothing there); the accounts it opens are this user's own, so its transfers are an owner's.
+    staff.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="market", codename__in=["add_account", "add_product"])
+    )
     key = api_token_create(user=staff)
 
     ids = User.objects.filter(username__regex=r"^bench[0-9]+$").order_by("id").values_list("id", flat=True)
@@ -52,6 +59,7 @@ def main() -> None:
     token.touch(mode=0o600)
     token.chmod(0o600)
     token.write_text(key + "\n")
+    (out / "staff_id.txt").write_text(f"{staff.id}\n")
     print(json.dumps({"users": len(ids), "staff_id": staff.id}))
 
 

@@ -108,7 +108,7 @@ def post_update(request, slug: str):
     if post is None or not selectors.post_visible_to(status=post.status, author_id=post.author_id, user=user):
         raise _not_found(slug)
     if not selectors.post_editable_by(post=post, user=user):
-        raise ApiError(403, "forbidden", "only the author or staff may change this post")
+        raise ApiError(403, "forbidden", "only the author or a holder of blog.change_post may change this post")
     try:
         post = services.post_update(post=post, **fields)
     except services.InvalidInput as exc:

@@ -19,6 +19,7 @@ from django.db.models import OuterRef, Q, QuerySet
 
 from blog.models import Post, Tag
 from config.breaker import DatabaseUnavailable
+from config.permissions import may_view
 
 POST_FIELDS = ("id", "slug", "title", "body", "status", "published_at", "created_at", "updated_at", "author_id")
 CURSOR_MAX_LENGTH = 100
@@ -116,14 +117,16 @@ def post_list_published(*, cursor: str | None, limit: int) -> tuple[list[dict[st
 
 
 def post_visible_to(*, status: str, author_id: int, user) -> bool:
-    """Published posts are public; a draft only to its author and to staff."""
+    """Published posts are public; a draft only to its author and to holders of blog.view_post
+    (or blog.change_post, as in the admin)."""
     if status == Post.Status.PUBLISHED:
         return True
-    return user is not None and (user.is_staff or user.pk == author_id)
+    return user is not None and (user.pk == author_id or may_view(user, "blog", "post"))
 
 
 def post_editable_by(*, post: Post, user) -> bool:
-    return user is not None and user.is_active and (user.is_staff or user.pk == post.author_id)
+    """The author, or a holder of blog.change_post."""
+    return user is not None and user.is_active and (user.pk == post.author_id or user.has_perm("blog.change_post"))
 
 
 def post_get_by_slug(*, slug: str, user=None) -> dict[str, Any] | None:

@@ -142,6 +142,14 @@ GLOBAL_VARS: list[Var] = [
         "authorization.credentials); empty = open, restrict it at the proxy",
     ),
     Var(
+        "API_WRITE_RATE_PER_MINUTE",
+        "int",
+        600,
+        help="API writes allowed per token and minute (fixed one-minute windows counted on the token's row in the "
+        "shared database, so across every worker and instance); beyond it 429 rate_limited; 0 = no limit (and no "
+        "count: writes then cost what reads cost)",
+    ),
+    Var(
         "API_FAST_LANE",
         "bool",
         True,

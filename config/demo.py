@@ -11,6 +11,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
 
 from blog.models import Post
 from blog.services import post_create, post_slug_base
@@ -92,6 +93,21 @@ PRODUCTS = [
     ("POST-A2", "A2 poster", 1100, 0),
 ]
 OPENING_BALANCES_CENTS = {"alice": 100_000, "bob": 50_000, "carol": 75_000}
+# The permission model (docs/permissions.md) by example: alice is a plain user (her own
+# account, her own posts and orders), bob edits everyone's posts, carol operates the market.
+GROUPS = {
+    "market operators": (
+        ["carol"],
+        [
+            "market.add_account",
+            "market.view_account",
+            "market.transfer_any_account",
+            "market.add_product",
+            "market.view_order",
+        ],
+    ),
+    "blog editors": (["bob"], ["blog.view_post", "blog.change_post"]),
+}
 
 
 def _admin_password() -> tuple[str, bool]:
@@ -142,6 +158,18 @@ def seed_demo(*, log=print) -> None:
         if not Account.objects.filter(owner_id=users[username].pk).exists():
             account_create(balance_cents=balance_cents, owner_id=users[username].pk)
             log(f"created account for {username}")
+
+    for name, (members, perms) in GROUPS.items():
+        group, created = Group.objects.get_or_create(name=name)
+        if created:  # later edits in the admin are kept
+            group.permissions.set(_permission(perm) for perm in perms)
+            group.user_set.add(*(users[m] for m in members))
+            log(f"created group {name!r} ({', '.join(members)})")
+
+
+def _permission(perm: str) -> Permission:
+    app_label, codename = perm.split(".")
+    return Permission.objects.get(content_type__app_label=app_label, codename=codename)
 
 
 def site_url() -> str:

@@ -21,7 +21,8 @@ What the lane keeps from the middleware stack, so a client cannot tell:
   bulkhead, statement deadline, the alias on every error; a database fault is
   the same `503 database_unavailable` naming the database;
 - the view's selector and service (one source for the SQL, the rules and the JSON
-  shape), token authentication and the audit actor of the token's user.
+  shape), token authentication (the same statement: permissions, write rate limit,
+  last use) and the audit actor of the token's user.
 Read routing is the one thing it does not do: while an alias of the route has a
 replica, requests fall through to Django (replica choice, read-your-writes cookie).
 
@@ -44,9 +45,8 @@ from django.db import connections
 from django.http.request import split_domain_port, validate_host
 
 from audit.context import acting_as
-from audit.services import api_token_authenticate
 from config import metrics, replicas
-from config.http import error_response, response_for_database_error
+from config.http import error_response, response_for_database_error, token_user
 from config.users import user_get_public
 from market import selectors, services
 
@@ -78,10 +78,9 @@ class Request:
         return self._body
 
     def token_user(self):
-        """The user of a valid `Authorization: Token <key>` header, else None (Django answers 401)."""
-        scheme, _, key = self.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-        key = key.strip()
-        return api_token_authenticate(key=key) if scheme == "Token" and key else None
+        """The user of a valid `Authorization: Token <key>` header, else None (Django answers 401).
+        As token_required: a write is counted against the token's rate (`RateLimited`)."""
+        return token_user(self.environ.get("HTTP_AUTHORIZATION", ""), self.environ["REQUEST_METHOD"])
 
 
 @dataclass(frozen=True)
@@ -93,9 +92,15 @@ class Route:
     handler: Callable[[Request], Answer | None]  # None: Django takes it (only before any write)
 
 
-def _user_detail(request: Request) -> Answer:
+def _user_detail(request: Request) -> Answer | None:
+    """config.views.user_detail: the email only for the user themself or a holder of auth.view_user."""
     user_id = int(request.match.group(1))
-    row = user_get_public(user_id=user_id)
+    viewer = None
+    if request.environ.get("HTTP_AUTHORIZATION"):  # anonymous callers cost no token query
+        viewer = request.token_user()
+        if viewer is None:
+            return None  # a header that is not a valid token: Django's 401
+    row = user_get_public(user_id=user_id, viewer=viewer)
     if row is None:
         return 404, {"error": {"code": "user_not_found", "message": f"no user with id {user_id}"}}, {}
     return 200, {"data": row}, {}

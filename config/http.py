@@ -19,11 +19,12 @@ from config.breaker import DatabaseUnavailable
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any):
+    def __init__(self, status: int, code: str, message: str, *, headers: dict | None = None, **extra: Any):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers  # Retry-After of a 429, say
         self.extra = extra
 
 
@@ -106,38 +107,48 @@ def require_str(data: dict, name: str, *, max_length: int, allow_empty: bool = F
     return value
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def token_user(authorization: str, method: str):
+    """The active user of an `Authorization: Token <key>` header value, or None. A write
+    (any unsafe method) is counted against the token's write rate: `RateLimited` beyond it."""
+    from audit.services import api_token_authenticate
+
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    if scheme != "Token" or not key:
+        return None
+    return api_token_authenticate(key=key, write=method not in SAFE_METHODS)
+
+
 def token_optional(request: HttpRequest):
     """The user of the `Authorization: Token` header, None without the header; 401 when the header is not valid
     (a client that sends a bad key should hear so, not silently get the anonymous answer)."""
-    from audit.services import api_token_authenticate
-
     header = request.headers.get("Authorization", "")
     if not header:
-        return None
-    scheme, _, key = header.partition(" ")
-    user = api_token_authenticate(key=key.strip()) if scheme == "Token" and key.strip() else None
+        return None  # anonymous: no query at all
+    user = token_user(header, request.method)
     if user is None:
         raise ApiError(401, "not_authenticated", "the 'Authorization: Token <key>' header is not valid")
     return user
 
 
-def token_required(view: Callable | None = None, *, staff: bool = False):
-    """`Authorization: Token <key>`: 401 not_authenticated without a valid key, 403 forbidden for non-staff."""
+def token_required(view: Callable | None = None, *, perm: str | None = None):
+    """`Authorization: Token <key>`: 401 not_authenticated without a valid key; with `perm`
+    (Django's "<app>.<codename>", which superusers hold), 403 forbidden for a user without it.
+    Staff status alone grants nothing here."""
 
     def decorate(func):
         @functools.wraps(func)
         def wrapper(request, *args, **kwargs):
-            from audit.services import api_token_authenticate
-
-            header = request.headers.get("Authorization", "")
-            scheme, _, key = header.partition(" ")
-            user = api_token_authenticate(key=key.strip()) if scheme == "Token" and key.strip() else None
+            user = token_user(request.headers.get("Authorization", ""), request.method)
             if user is None:
                 return error_response(
                     401, "not_authenticated", "a valid 'Authorization: Token <key>' header is required"
                 )
-            if staff and not user.is_staff:
-                return error_response(403, "forbidden", "staff only")
+            if perm is not None and not user.has_perm(perm):
+                return error_response(403, "forbidden", f"this needs the permission {perm}")
             request.api_user = user
             from audit.context import acting_as
 
@@ -220,7 +231,7 @@ def response_for_database_error(exc: BaseException | None, request=None) -> Http
     from django.db import InterfaceError, InternalError, OperationalError
 
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        return error_response(exc.status, exc.code, exc.message, headers=exc.headers, **exc.extra)
     if isinstance(exc, DatabaseUnavailable):
         return unavailable_response(exc.alias, exc.retry_after, exc.reason, request)
     alias = getattr(exc, "db_alias", None)

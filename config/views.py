@@ -12,7 +12,7 @@ from django.http import HttpResponse, JsonResponse
 
 from config.breaker import DatabaseUnavailable, breaker_for
 from config.db_backend.base import check_with_deadline
-from config.http import error_response
+from config.http import error_response, token_optional
 from config.probe import probe
 from config.users import user_get_public
 
@@ -81,7 +81,7 @@ def readyz(request):
 
 
 def user_detail(request, user_id: int):
-    row = user_get_public(user_id=user_id)
+    row = user_get_public(user_id=user_id, viewer=token_optional(request))
     if row is None:
         return error_response(404, "user_not_found", f"no user with id {user_id}")
     return JsonResponse({"data": row})

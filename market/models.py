@@ -20,7 +20,10 @@ from audit.outbox import OutboxEntry
 MAX_STOCK = 2_147_483_647  # integer column
 MAX_QUANTITY = MAX_STOCK
 MAX_PRICE_CENTS = 10**12
-SKU_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # used in URLs: no slashes, no spaces
+# Used in URLs: no slashes, no spaces. \Z, not $: `$` also matches before a final newline ("ABC\n").
+SKU_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+SKU_MAX_LENGTH = 64
+SKU_DESCRIPTION = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 MAX_BIGINT = 9_223_372_036_854_775_807  # bigint column: ids and cents
 MAX_CENTS = MAX_BIGINT
 
@@ -95,12 +98,16 @@ class Account(AuditedModel):
     # the reference Node app the benchmarks run side by side; keep their names,
     # and keep database defaults on the other columns so a plain INSERT works.
     balance_cents = models.BigIntegerField(default=0)
-    owner_id = models.BigIntegerField(null=True, blank=True, db_index=True)  # auth_user.id, shared database
+    # auth_user.id, shared database. Only the owner moves money out, besides holders of
+    # market.transfer_any_account; no owner (a house account, or a row the benchmark's plain
+    # INSERT made) means only those holders.
+    owner_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:
         db_table = "market_account"
         ordering = ["id"]
+        permissions = [("transfer_any_account", "Can move money out of any account")]
         constraints = [
             models.CheckConstraint(condition=Q(balance_cents__gte=0), name="market_account_balance_nonnegative"),
         ]

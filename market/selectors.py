@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from config.permissions import may_view
 from market.errors import AccountNotFound, InvalidRequest, OrderNotFound, ProductNotFound
 from market.models import MAX_BIGINT, SKU_RE, Account, Order, OrderLine, Product, Transfer
 
 PRODUCT_FIELDS = ("sku", "name", "price_cents", "stock")
-ACCOUNT_FIELDS = ("id", "balance_cents")
+ACCOUNT_FIELDS = ("id", "owner_id", "balance_cents")
 
 
 def product_detail(*, sku: str) -> dict[str, Any]:
@@ -36,15 +37,21 @@ def product_list(*, limit: int, after: str | None = None) -> tuple[list[dict[str
     return rows, (rows[-1]["sku"] if more else None)
 
 
-def account_detail(*, account_id: int) -> dict[str, Any]:
+def account_as_dict(*, id: int, owner_id: int | None, balance_cents: int) -> dict[str, Any]:
+    return {"id": id, "owner": owner_id, "balance_cents": balance_cents}
+
+
+def account_detail(*, account_id: int, user) -> dict[str, Any]:
+    """An account its owner (or a holder of market.view_account) may see; anybody else gets
+    the same 404 as for a missing one, so ids cannot be probed."""
     rows = (
         list(Account.objects.filter(pk=account_id).order_by().values(*ACCOUNT_FIELDS)[:1])
         if 0 < account_id <= MAX_BIGINT
         else []
     )
-    if not rows:
+    if not rows or (rows[0]["owner_id"] != user.pk and not may_view(user, "market", "account")):
         raise AccountNotFound(f"no account with id {account_id}", account_id=account_id)
-    return rows[0]
+    return account_as_dict(**rows[0])
 
 
 def order_as_dict(order: Order, lines: list[OrderLine]) -> dict[str, Any]:
@@ -62,9 +69,10 @@ def order_as_dict(order: Order, lines: list[OrderLine]) -> dict[str, Any]:
 
 
 def order_detail(*, order_id: int, user) -> dict[str, Any]:
-    """An order its buyer (or staff) may see; anybody else gets the same 404 as for a missing one."""
+    """An order its buyer (or a holder of market.view_order) may see; anybody else gets the same 404
+    as for a missing one."""
     order = Order.objects.filter(pk=order_id).first() if 0 < order_id <= MAX_BIGINT else None
-    if order is None or (order.buyer_id != user.pk and not user.is_staff):
+    if order is None or (order.buyer_id != user.pk and not may_view(user, "market", "order")):
         raise OrderNotFound(f"no order with id {order_id}", order_id=order_id)
     lines = list(OrderLine.objects.filter(order_id=order.pk).select_related("product").order_by("id"))
     return order_as_dict(order, lines)

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
@@ -30,7 +31,6 @@ from audit.context import current_actor
 from config.db import atomic_for
 from market.errors import (
     AccountNotFound,
-    Forbidden,
     IdempotencyKeyReused,
     InsufficientFunds,
     InsufficientStock,
@@ -166,9 +166,13 @@ def order_create(*, buyer, items: Iterable[Mapping[str, Any]]) -> Order:
 # Accounts and transfers ---------------------------------------------------
 
 
-def account_create(*, balance_cents: int, owner_id: int | None = None) -> Account:
-    """An account with an opening balance (>= 0)."""
+def account_create(*, balance_cents: int, owner_id: int) -> Account:
+    """An account of the user `owner_id` (shared database) with an opening balance (>= 0)."""
+    _int_in_range(owner_id, "owner", minimum=1, maximum=MAX_BIGINT)
     _int_in_range(balance_cents, "balance_cents", minimum=0, maximum=MAX_CENTS)
+    # No foreign key across databases: the owner is looked up in the shared one.
+    if not get_user_model().objects.filter(pk=owner_id).exists():
+        raise InvalidRequest(f"owner: no user with id {owner_id}", field="owner")
     with atomic_for(Account):
         return Account.objects.create(balance_cents=balance_cents, owner_id=owner_id)
 
@@ -195,16 +199,19 @@ def _replay(existing: Transfer, request_hash: str) -> tuple[Transfer, bool]:
 # statement is its own transaction: no BEGIN, no COMMIT), that locks both
 # accounts, decides, and only when the verdict is "ok" moves the money, records
 # the transfer and writes its three audit outbox rows in the shape save() would
-# give them (the shape audit_record_many writes for other plain-SQL callers).
+# give them (the shape audit_record_many writes for other plain-SQL callers);
+# a forbidden one writes nothing but its `deny` audit row.
 #
 # - `locked`: both rows FOR UPDATE in ascending id order (two transfers can
 #   never wait on each other in a cycle). Under READ COMMITTED a row we had to
 #   wait for comes back in its newest committed version, so balances and owner
 #   are current. `facts` aggregates over all of `locked`, so both locks are held
 #   before anything below writes.
-# - `verdict`, in the order the checks have always run: missing source, missing
-#   target, same (requester, key) already used -> replay, not the owner (nor
-#   staff) -> forbidden, funds, target overflow; else ok.
+# - `verdict`: missing source; not the owner of the source and no right to move
+#   money out of any account -> forbidden (answered exactly as a missing source,
+#   so ids cannot be probed: it comes before any check of the target); missing
+#   target; same (requester, key) already used -> replay; funds; target
+#   overflow; else ok.
 # - `moved` / `created` / the outbox INSERT write only when the verdict is ok.
 #   The audit's old balances are the locked ones and the new ones what the
 #   UPDATE stores; created_at comes from Python, so the row and its audit JSON
@@ -251,9 +258,9 @@ WITH locked AS (
 ), verdict AS (
     SELECT CASE
                WHEN has_src = 0 THEN 'no_source'
+               WHEN NOT %(any)s AND src_owner IS DISTINCT FROM %(requester)s THEN 'forbidden'
                WHEN has_dst = 0 THEN 'no_target'
                WHEN EXISTS (SELECT 1 FROM existing) THEN 'replay'
-               WHEN src_owner IS NOT NULL AND src_owner <> %(requester)s AND NOT %(staff)s THEN 'forbidden'
                WHEN src_balance < %(amount)s THEN 'funds'
                WHEN dst_balance > %(max_target)s THEN 'overflow'
                ELSE 'ok'
@@ -290,6 +297,10 @@ WITH locked AS (
         UNION ALL
         SELECT 3, %(event_transfer)s::uuid, 'create', 'market.transfer', c.id::text, %(transfer_changes)s::jsonb
         FROM created c
+        UNION ALL
+        -- The refusal of someone else's account: who tried what (audit_export shows it).
+        SELECT 4, %(event_deny)s::uuid, 'deny', 'market.account', %(src)s::text, %(deny_changes)s::jsonb
+        FROM verdict v WHERE v.outcome = 'forbidden'
     ) e
     ORDER BY e.n  -- ids in event order: the source, the target, the transfer
     RETURNING 1
@@ -355,7 +366,8 @@ def transfer_create(
         "amount": amount_cents,
         "max_target": MAX_CENTS - amount_cents,
         "requester": user.pk,
-        "staff": bool(user.is_staff),
+        # Free for a token's user (its permissions came with it); superusers hold it.
+        "any": user.has_perm("market.transfer_any_account"),
         "key": idempotency_key,
         "hash": request_hash,
         "created_at": created_at,
@@ -364,6 +376,18 @@ def transfer_create(
         "event_src": uuid.uuid4(),
         "event_dst": uuid.uuid4(),
         "event_transfer": uuid.uuid4(),
+        "event_deny": uuid.uuid4(),
+        "deny_changes": json.dumps(
+            {
+                "reason": "not the owner of from_account",
+                "transfer": {
+                    "from_account": from_account_id,
+                    "to_account": to_account_id,
+                    "amount_cents": amount_cents,
+                    "idempotency_key": idempotency_key,
+                },
+            }
+        ),
         # The transfer's audit changes, as save() records a create (old None, new as stored).
         "transfer_changes": json.dumps(
             {
@@ -413,7 +437,10 @@ def transfer_create(
                 created_at,
             ),
         ), True
-    if outcome == "no_source":
+    if outcome == "forbidden":
+        # Its audit row is written (committed already in autocommit, as a transfer is).
+        audit_relay_after_commit(primary)
+    if outcome in ("no_source", "forbidden"):
         raise AccountNotFound(f"no account with id {from_account_id}", account_id=from_account_id)
     if outcome == "no_target":
         raise AccountNotFound(f"no account with id {to_account_id}", account_id=to_account_id)
@@ -424,8 +451,6 @@ def transfer_create(
     replayed = same_key()
     if replayed is not None:
         return _replay(replayed, request_hash)
-    if outcome == "forbidden":
-        raise Forbidden("only the owner of the account (or staff) may move money out of it")
     if outcome == "funds":
         raise InsufficientFunds(f"account {from_account_id} has insufficient funds", account_id=from_account_id)
     if outcome == "overflow":

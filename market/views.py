@@ -20,7 +20,7 @@ def _created(data) -> JsonResponse:
     return JsonResponse({"data": data}, status=201)
 
 
-@token_required(staff=True)
+@token_required(perm="market.add_product")
 def product_create(request):
     data = json_body(request, required={"sku", "name", "price_cents"}, optional={"stock"})
     product = services.product_create(
@@ -53,15 +53,18 @@ def order_detail(request, order_id: int):
     return JsonResponse({"data": selectors.order_detail(order_id=order_id, user=request.api_user)})
 
 
-@token_required(staff=True)
+@token_required(perm="market.add_account")
 def account_create(request):
-    data = json_body(request, required={"balance_cents"})
-    account = services.account_create(balance_cents=data["balance_cents"])
-    return _created({"id": account.pk, "balance_cents": account.balance_cents})
+    data = json_body(request, required={"owner", "balance_cents"})
+    account = services.account_create(balance_cents=data["balance_cents"], owner_id=data["owner"])
+    return _created(
+        selectors.account_as_dict(id=account.pk, owner_id=account.owner_id, balance_cents=account.balance_cents)
+    )
 
 
+@token_required
 def account_detail(request, account_id: int):
-    return JsonResponse({"data": selectors.account_detail(account_id=account_id)})
+    return JsonResponse({"data": selectors.account_detail(account_id=account_id, user=request.api_user)})
 
 
 @token_required

@@ -15,8 +15,10 @@ USERS = """
 from django.contrib.auth import get_user_model
 from audit.services import api_token_create
 User = get_user_model()
+from tests.perms import grant
 staff = User.objects.filter(username="auditor").first() or User.objects.create_user(
     "auditor", password="x" * 12, is_staff=True)
+grant(staff, "market.add_product")
 print(staff.pk, api_token_create(user=staff))
 """
 

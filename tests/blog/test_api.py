@@ -72,13 +72,25 @@ def test_unknown_slug_is_post_not_found(api):
     assert_error(api.get(detail("not a slug at all")), 404, "post_not_found")
 
 
-def test_a_draft_is_visible_to_its_author_and_staff_only(api, author, author_token, other_token, staff_token):
+def test_a_draft_is_visible_to_its_author_and_holders_of_view_post_only(
+    api, author, author_token, other_token, staff_token
+):
+    from tests.blog.factories import UserFactory, token_for
+    from tests.perms import grant
+
     make_post(author, title="Secret", status="draft")
     assert_error(api.get(detail("secret")), 404, "post_not_found")
     assert_error(api.get(detail("secret"), token=other_token), 404, "post_not_found")
+    # Staff status alone grants nothing.
+    staff_only = token_for(UserFactory(username="staffonly", is_staff=True))
+    assert_error(api.get(detail("secret"), token=staff_only), 404, "post_not_found")
     status, body = api.get(detail("secret"), token=author_token)
     assert status == 200 and body["data"]["status"] == "draft" and body["data"]["published_at"] is None
-    assert api.get(detail("secret"), token=staff_token)[0] == 200
+    assert api.get(detail("secret"), token=staff_token)[0] == 200  # a superuser
+    for perm in ("blog.view_post", "blog.change_post"):  # change implies view, as in the admin
+        holder = UserFactory()
+        grant(holder, perm)
+        assert api.get(detail("secret"), token=token_for(holder))[0] == 200, perm
 
 
 def test_a_bad_token_on_a_read_is_refused_not_ignored(api, author):
@@ -254,11 +266,31 @@ def test_patch_only_some_fields(api, author, author_token):
     assert (body["data"]["status"], body["data"]["body"], body["data"]["title"]) == ("draft", "keep me", "Partial")
 
 
-def test_staff_may_update_anyones_post(api, author, staff_token):
+def test_a_superuser_may_update_anyones_post(api, author, staff_token):
     make_post(author, title="Moderated", status="draft")
     status, body = api.patch(detail("moderated"), {"title": "Moderated!"}, token=staff_token)
     assert status == 200
     assert body["data"]["author"] == {"id": author.pk, "username": "alice"}  # the author stays
+
+
+def test_a_holder_of_change_post_may_update_anyones_post_and_view_post_alone_may_not(api, author):
+    from tests.blog.factories import UserFactory, token_for
+    from tests.perms import grant
+
+    make_post(author, title="Edited", status="draft")
+    make_post(author, title="Public")
+    editor, reader = UserFactory(username="editor"), UserFactory(username="reader")
+    grant(editor, "blog.change_post")
+    grant(reader, "blog.view_post")
+    status, body = api.patch(detail("edited"), {"title": "Edited!"}, token=token_for(editor))
+    assert (status, body["data"]["title"]) == (200, "Edited!")
+    # view_post shows the draft, so refusing it is a 403 (a draft it could not see would be a 404).
+    for slug in ("edited", "public"):
+        assert_error(api.patch(detail(slug), {"title": "x"}, token=token_for(reader)), 403, "forbidden")
+    staff_only = token_for(UserFactory(username="staffonly", is_staff=True))
+    assert_error(api.patch(detail("public"), {"title": "x"}, token=staff_only), 403, "forbidden")
+    assert_error(api.patch(detail("edited"), {"title": "x"}, token=staff_only), 404, "post_not_found")
+    assert set(Post.objects.values_list("title", flat=True)) == {"Edited!", "Public"}
 
 
 def test_others_may_not_update(api, author, other_token):

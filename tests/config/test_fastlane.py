@@ -10,11 +10,13 @@ from __future__ import annotations
 import io
 import json
 import sys
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connections
 from django.test import override_settings
+from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from audit.services import api_token_create
@@ -80,7 +82,66 @@ def test_found_and_not_found_are_identical_to_django(user):
         assert lane == django
     status, headers, body = both(lambda: environ(f"/api/users/{user.pk}"))[0]
     assert status == "200 OK" and headers["Content-Length"] == str(len(body))
-    assert body == b'{"data": {"id": %d, "username": "lane-user", "email": "lane@example.com"}}' % user.pk
+    assert body == b'{"data": {"id": %d, "username": "lane-user"}}' % user.pk  # no email for anonymous
+
+
+def _token_of(username: str, *, staff: bool = False, superuser: bool = False, perms=()) -> str:
+    from tests.perms import grant
+
+    someone = get_user_model().objects.create_user(
+        username, f"{username}@example.com", "x", is_staff=staff or superuser, is_superuser=superuser
+    )
+    grant(someone, *perms)
+    return api_token_create(user=someone)
+
+
+@pytest.mark.parametrize(
+    "role, sees_email",
+    [
+        ("anonymous", False),
+        ("themself", True),
+        ("another user", False),
+        ("staff without permissions", False),
+        ("holder of auth.view_user", True),
+        ("superuser", True),
+    ],
+)
+def test_the_email_is_shown_to_the_user_and_view_user_and_the_lane_agrees(user, role, sees_email):
+    token = {
+        "anonymous": None,
+        "themself": api_token_create(user=user) if role == "themself" else None,
+        "another user": _token_of("someone"),
+        "staff without permissions": _token_of("staffer", staff=True),
+        "holder of auth.view_user": _token_of("viewer", perms=["auth.view_user"]),
+        "superuser": _token_of("root", superuser=True),
+    }[role]
+    extra = {"HTTP_AUTHORIZATION": f"Token {token}"} if token else {}
+    lane, django = both(lambda: environ(f"/api/users/{user.pk}", **extra))
+    assert lane == django and lane[0] == "200 OK"
+    assert (b'"email": "lane@example.com"' in lane[2]) is sees_email
+    lane, django = both(lambda: environ(f"/api/users/{user.pk + 1000}", **extra))
+    assert lane == django and lane[0] == "404 Not Found"
+
+
+def test_an_invalid_token_on_the_user_route_gets_djangos_401(user):
+    env = environ(f"/api/users/{user.pk}", HTTP_AUTHORIZATION="Token not-a-key")
+    assert Lane()(env, lambda *a: None) is None
+    app = dispatcher(ApiHandler(), None, Lane())
+    status, _, body = call(app, environ(f"/api/users/{user.pk}", HTTP_AUTHORIZATION="Token not-a-key"))
+    assert status.startswith("401") and b"not_authenticated" in body
+
+
+def test_an_anonymous_read_costs_one_query_and_a_token_read_two(user):
+    from django.test.utils import CaptureQueriesContext
+
+    token = api_token_create(user=user)
+    with CaptureQueriesContext(connections["default"]) as queries:
+        assert call(Lane(), environ(f"/api/users/{user.pk}"))[0] == "200 OK"
+    assert len(queries) == 1
+    with CaptureQueriesContext(connections["default"]) as queries:
+        answer = call(Lane(), environ(f"/api/users/{user.pk}", HTTP_AUTHORIZATION=f"Token {token}"))
+    assert answer[0] == "200 OK" and b"email" in answer[2]
+    assert len(queries) == 2  # the token (with its user's permissions) and the user
 
 
 def test_the_connection_goes_back_to_the_pool_and_metrics_count_it(user):
@@ -259,3 +320,62 @@ def test_a_transfer_holds_both_databases_in_the_metrics(owner, accounts):
     assert call(Lane(), transfer(owner.token, body, key="k-metrics"))[0] == "201 Created"
     assert (holds("default"), holds("market")) == (before[0] + 1, before[1] + 1)
     assert connections["default"].connection is None and connections["market"].connection is None
+
+
+@pytest.mark.parametrize(
+    "role, allowed",
+    [
+        ("owner", True),
+        ("another user", False),
+        ("staff without permissions", False),
+        ("holder of market.transfer_any_account", True),
+        ("superuser", True),
+    ],
+)
+@pytest.mark.parametrize("first", ["lane", "django"])
+def test_who_may_move_money_is_the_same_in_the_lane_and_django(owner, accounts, role, allowed, first):
+    src, dst, _ = accounts
+    token = {
+        "owner": owner.token,
+        "another user": _token_of("someone"),
+        "staff without permissions": _token_of("staffer", staff=True),
+        "holder of market.transfer_any_account": _token_of("operator", perms=["market.transfer_any_account"]),
+        "superuser": _token_of("root", superuser=True),
+    }[role]
+    body = {"from_account": src.pk, "to_account": dst.pk, "amount_cents": 300}
+    one = call(Lane() if first == "lane" else ApiHandler(), transfer(token, body))
+    lane, django = both(lambda: transfer(token, body))  # allowed: both replay the first
+    assert lane == django
+    if allowed:
+        assert one[0] == lane[0] == "201 Created" and one[2] == lane[2]
+        assert Account.objects.get(pk=src.pk).balance_cents == 700
+    else:
+        assert one[0] == lane[0] == "404 Not Found" and b'"code": "account_not_found"' in lane[2]
+        assert Account.objects.get(pk=src.pk).balance_cents == 1000 and not Transfer.objects.exists()
+        assert AuditOutbox.objects.using("market").filter(action="deny").count() == 3  # each refusal, audited
+    assert Account.objects.get(pk=dst.pk).balance_cents == (300 if allowed else 0)
+
+
+def _exhaust(token: str) -> None:
+    """Pin the token's write window an hour ahead, full: no clock can make the next write pass."""
+    from audit.models import ApiToken
+    from audit.services import _digest
+
+    ApiToken.objects.filter(digest=_digest(token)).update(
+        write_window=timezone.now().replace(microsecond=0) + timedelta(hours=1), write_count=5
+    )
+
+
+@override_settings(API_WRITE_RATE_PER_MINUTE=5)
+def test_a_rate_limited_transfer_is_the_same_429_and_moves_nothing(owner, accounts):
+    src, dst, _ = accounts
+    _exhaust(owner.token)
+    body = {"from_account": src.pk, "to_account": dst.pk, "amount_cents": 300}
+    lane, django = both(lambda: transfer(owner.token, body))
+    assert lane[0] == "429 Too Many Requests" and b'"code": "rate_limited"' in lane[2]
+    retry = int(lane[1].pop("Retry-After")), int(django[1].pop("Retry-After"))
+    assert all(3600 < r <= 3660 for r in retry)  # the end of the pinned window
+    assert lane == django
+    assert Account.objects.get(pk=src.pk).balance_cents == 1000 and not Transfer.objects.exists()
+    # Reads are not limited.
+    assert call(Lane(), environ(f"/api/users/{owner.pk}", HTTP_AUTHORIZATION=f"Token {owner.token}"))[0] == "200 OK"

@@ -14,6 +14,7 @@ from django.db import connections
 from django.test import Client
 
 from audit.services import api_token_create
+from tests.perms import grant
 
 THREADS = 8
 
@@ -40,8 +41,21 @@ class Api:
         return self.client.post(path, data=data, content_type="application/json", headers=self._headers(headers))
 
 
-def make_user(username: str, *, staff: bool = False):
-    return get_user_model().objects.create_user(username=username, password="pw-not-used-here", is_staff=staff)
+def make_user(username: str, *, staff: bool = False, superuser: bool = False, perms: tuple[str, ...] = ()):
+    user = get_user_model().objects.create_user(
+        username=username, password="pw-not-used-here", is_staff=staff or superuser, is_superuser=superuser
+    )
+    grant(user, *perms)
+    return user
+
+
+OPERATOR_PERMS = (
+    "market.add_product",
+    "market.add_account",
+    "market.view_account",
+    "market.view_order",
+    "market.transfer_any_account",
+)
 
 
 @pytest.fixture
@@ -53,9 +67,35 @@ def buyer():
 
 @pytest.fixture
 def staff():
+    """Staff status and no permission: it grants nothing in the API."""
     user = make_user("staff", staff=True)
     user.token = api_token_create(user=user)
     return user
+
+
+@pytest.fixture
+def operator():
+    """A user holding the market's operator permissions (and not staff)."""
+    user = make_user("operator", perms=OPERATOR_PERMS)
+    user.token = api_token_create(user=user)
+    return user
+
+
+@pytest.fixture
+def root():
+    user = make_user("root", superuser=True)
+    user.token = api_token_create(user=user)
+    return user
+
+
+@pytest.fixture
+def operator_api(operator):
+    return Api(operator.token)
+
+
+@pytest.fixture
+def root_api(root):
+    return Api(root.token)
 
 
 @pytest.fixture

@@ -26,15 +26,19 @@ def gadget():
 
 
 @pytest.fixture
-def accounts():
-    return Account.objects.create(balance_cents=1000), Account.objects.create(balance_cents=0)
+def accounts(buyer):
+    """Two accounts of the `api` fixture's user."""
+    return (
+        Account.objects.create(balance_cents=1000, owner_id=buyer.pk),
+        Account.objects.create(balance_cents=0, owner_id=buyer.pk),
+    )
 
 
 # Products ------------------------------------------------------------------
 
 
-def test_staff_creates_a_product_and_anyone_reads_it(staff_api):
-    r = staff_api.post("/api/market/products", {"sku": "SKU-1", "name": "Thing", "price_cents": 199, "stock": 3})
+def test_a_holder_of_add_product_creates_a_product_and_anyone_reads_it(operator_api):
+    r = operator_api.post("/api/market/products", {"sku": "SKU-1", "name": "Thing", "price_cents": 199, "stock": 3})
     assert r.status_code == 201
     assert r.json() == {"data": {"sku": "SKU-1", "name": "Thing", "price_cents": 199, "stock": 3}}
     r = Api().get("/api/market/products/SKU-1")
@@ -42,8 +46,8 @@ def test_staff_creates_a_product_and_anyone_reads_it(staff_api):
     assert r.json() == {"data": {"sku": "SKU-1", "name": "Thing", "price_cents": 199, "stock": 3}}
 
 
-def test_duplicate_sku_is_409_sku_exists(staff_api, widget):
-    r = staff_api.post("/api/market/products", {"sku": "WID-1", "name": "Other", "price_cents": 1, "stock": 1})
+def test_duplicate_sku_is_409_sku_exists(operator_api, widget):
+    r = operator_api.post("/api/market/products", {"sku": "WID-1", "name": "Other", "price_cents": 1, "stock": 1})
     assert r.status_code == 409 and code(r) == "sku_exists"
     assert Product.objects.get(sku="WID-1").name == "Widget"
 
@@ -89,21 +93,24 @@ def test_product_list_pages_by_cursor(widget, gadget):
         "sku",
     ],
 )
-def test_bad_product_bodies_are_400_invalid_request(staff_api, body):
-    r = staff_api.post("/api/market/products", body)
+def test_bad_product_bodies_are_400_invalid_request(operator_api, body):
+    r = operator_api.post("/api/market/products", body)
     assert r.status_code == 400 and code(r) == "invalid_request"
     assert not Product.objects.exists()
 
 
-def test_product_creation_needs_a_staff_token(api):
+def test_product_creation_needs_add_product(api, staff_api, root_api):
     body = {"sku": "A", "name": "n", "price_cents": 1, "stock": 0}
     r = Api().post("/api/market/products", body)
     assert r.status_code == 401 and code(r) == "not_authenticated"
     r = Api("not-a-real-token").post("/api/market/products", body)
     assert r.status_code == 401 and code(r) == "not_authenticated"
-    r = api.post("/api/market/products", body)
-    assert r.status_code == 403 and code(r) == "forbidden"
+    for other in (api, staff_api):  # staff status alone grants nothing
+        r = other.post("/api/market/products", body)
+        assert r.status_code == 403 and code(r) == "forbidden"
+        assert "market.add_product" in r.json()["error"]["message"]
     assert not Product.objects.exists()
+    assert root_api.post("/api/market/products", body).status_code == 201  # superusers hold every permission
 
 
 # Orders --------------------------------------------------------------------
@@ -127,15 +134,21 @@ def test_order_takes_stock_and_answers_with_lines(api, buyer, widget, gadget):
     assert r.status_code == 200 and r.json()["data"]["lines"] == order["lines"]
 
 
-def test_an_order_is_visible_to_its_buyer_only(api, widget):
+def test_an_order_is_visible_to_its_buyer_and_holders_of_view_order(api, staff_api, operator_api, root_api, widget):
     order_id = api.post("/api/market/orders", {"items": [{"sku": "WID-1", "quantity": 1}]}).json()["data"]["id"]
     from audit.services import api_token_create
     from tests.market.conftest import make_user
 
     other = Api(api_token_create(user=make_user("other")))
-    r = other.get(f"/api/market/orders/{order_id}")
-    assert r.status_code == 404 and code(r) == "order_not_found"
+    for stranger in (other, staff_api):  # the same 404 as a missing order: ids cannot be probed
+        r = stranger.get(f"/api/market/orders/{order_id}")
+        assert r.status_code == 404 and code(r) == "order_not_found"
+        assert r.json()["error"]["message"] == f"no order with id {order_id}"
+    for allowed in (api, operator_api, root_api):
+        r = allowed.get(f"/api/market/orders/{order_id}")
+        assert r.status_code == 200 and r.json()["data"]["id"] == order_id
     assert api.get("/api/market/orders/999999").status_code == 404
+    assert code(Api().get(f"/api/market/orders/{order_id}")) == "not_authenticated"
 
 
 def test_the_same_sku_twice_is_one_line_with_the_quantities_added(api, widget):
@@ -198,44 +211,73 @@ def test_orders_need_a_token(widget):
 # Accounts ------------------------------------------------------------------
 
 
-def test_staff_opens_an_account_and_anyone_reads_it(staff_api):
-    r = staff_api.post("/api/market/accounts", {"balance_cents": 5000})
+def test_a_holder_of_add_account_opens_an_account_for_a_user_who_then_reads_it(operator_api, buyer, api):
+    r = operator_api.post("/api/market/accounts", {"owner": buyer.pk, "balance_cents": 5000})
     assert r.status_code == 201
     data = r.json()["data"]
-    assert data == {"id": data["id"], "balance_cents": 5000}
-    r = Api().get(f"/api/market/accounts/{data['id']}")
-    assert r.status_code == 200 and r.json() == {"data": {"id": data["id"], "balance_cents": 5000}}
+    assert data == {"id": data["id"], "owner": buyer.pk, "balance_cents": 5000}
+    assert Account.objects.get(pk=data["id"]).owner_id == buyer.pk
+    for reader in (api, operator_api):  # the owner, a holder of market.view_account
+        r = reader.get(f"/api/market/accounts/{data['id']}")
+        assert r.status_code == 200 and r.json() == {"data": data}
 
 
-def test_unknown_account_is_404_account_not_found():
+def test_an_account_is_private_to_its_owner_and_holders_of_view_account(buyer, api, staff_api, root_api):
+    from audit.services import api_token_create
+    from tests.market.conftest import make_user
+
+    mine = Account.objects.create(balance_cents=10, owner_id=buyer.pk)
+    house = Account.objects.create(balance_cents=20)  # no owner
+    other = Api(api_token_create(user=make_user("other")))
+    for stranger, account in ((other, mine), (staff_api, mine), (api, house)):
+        r = stranger.get(f"/api/market/accounts/{account.pk}")
+        assert r.status_code == 404 and code(r) == "account_not_found"
+        assert r.json()["error"]["message"] == f"no account with id {account.pk}"  # as for a missing one
+    r = root_api.get(f"/api/market/accounts/{house.pk}")
+    assert r.json() == {"data": {"id": house.pk, "owner": None, "balance_cents": 20}}
+    assert code(Api().get(f"/api/market/accounts/{mine.pk}")) == "not_authenticated"
+
+
+def test_unknown_account_is_404_account_not_found(root_api):
     for account_id in ("123456", "0", "9" * 30):
-        r = Api().get(f"/api/market/accounts/{account_id}")
+        r = root_api.get(f"/api/market/accounts/{account_id}")
         assert r.status_code == 404 and code(r) == "account_not_found", account_id
 
 
 @pytest.mark.parametrize(
     "body",
     [
-        {"balance_cents": -1},
-        {"balance_cents": "10"},
-        {"balance_cents": 1.5},
-        {"balance_cents": None},
-        {"balance_cents": 2**63},
+        {"owner": "ME", "balance_cents": -1},
+        {"owner": "ME", "balance_cents": "10"},
+        {"owner": "ME", "balance_cents": 1.5},
+        {"owner": "ME", "balance_cents": None},
+        {"owner": "ME", "balance_cents": 2**63},
+        {"owner": "ME"},
+        {"balance_cents": 1},
+        {"owner": None, "balance_cents": 1},
+        {"owner": "1", "balance_cents": 1},
+        {"owner": 0, "balance_cents": 1},
+        {"owner": 987654321, "balance_cents": 1},
+        {"owner": True, "balance_cents": 1},
         {},
-        {"balance_cents": 1, "x": 1},
+        {"owner": "ME", "balance_cents": 1, "x": 1},
     ],
 )
-def test_bad_account_bodies_are_400_invalid_request(staff_api, body):
-    r = staff_api.post("/api/market/accounts", body)
+def test_bad_account_bodies_are_400_invalid_request(operator, operator_api, body):
+    body = {k: operator.pk if v == "ME" else v for k, v in body.items()}
+    r = operator_api.post("/api/market/accounts", body)
     assert r.status_code == 400 and code(r) == "invalid_request"
     assert not Account.objects.exists()
 
 
-def test_account_creation_needs_a_staff_token(api):
-    assert code(Api().post("/api/market/accounts", {"balance_cents": 1})) == "not_authenticated"
-    r = api.post("/api/market/accounts", {"balance_cents": 1})
-    assert r.status_code == 403 and code(r) == "forbidden"
+def test_account_creation_needs_add_account(api, buyer, staff_api, root_api):
+    body = {"owner": buyer.pk, "balance_cents": 1}
+    assert code(Api().post("/api/market/accounts", body)) == "not_authenticated"
+    for other in (api, staff_api):
+        r = other.post("/api/market/accounts", body)
+        assert r.status_code == 403 and code(r) == "forbidden"
     assert not Account.objects.exists()
+    assert root_api.post("/api/market/accounts", body).status_code == 201
 
 
 # Transfers -----------------------------------------------------------------
@@ -289,10 +331,10 @@ def test_the_same_key_with_another_body_is_409_idempotency_key_reused(api, accou
     assert balances(a, b) == [700, 300]
 
 
-def test_idempotency_keys_belong_to_their_user(api, staff_api, accounts):
+def test_idempotency_keys_belong_to_their_user(api, operator_api, accounts):
     a, b = accounts
     transfer(api, {"from_account": a.pk, "to_account": b.pk, "amount_cents": 100})
-    r = transfer(staff_api, {"from_account": a.pk, "to_account": b.pk, "amount_cents": 200})
+    r = transfer(operator_api, {"from_account": a.pk, "to_account": b.pk, "amount_cents": 200})
     assert r.status_code == 201
     assert balances(a, b) == [700, 300]
 
@@ -320,12 +362,33 @@ def test_unknown_account_in_a_transfer_is_404(api, accounts):
     assert balances(a) == [1000]
 
 
-def test_accounts_with_an_owner_only_pay_out_for_that_owner(api, staff, accounts):
+def test_money_leaves_an_account_only_for_its_owner_or_transfer_any_account(
+    api, buyer, staff_api, operator_api, root_api, accounts
+):
+    from audit.services import api_token_create
+    from market.models import AuditOutbox
+    from tests.market.conftest import make_user
+
     a, b = accounts
-    Account.objects.filter(pk=a.pk).update(owner_id=staff.pk)
-    r = transfer(api, {"from_account": a.pk, "to_account": b.pk, "amount_cents": 1})
-    assert r.status_code == 403 and code(r) == "forbidden"
-    assert balances(a, b) == [1000, 0]
+    house = Account.objects.create(balance_cents=50)  # no owner: only the permission moves it
+    other = Api(api_token_create(user=make_user("other")))
+    missing = transfer(api, {"from_account": 999999, "to_account": b.pk, "amount_cents": 1}, key="k-x").json()
+    for n, (stranger, src) in enumerate([(other, a), (staff_api, a), (api, house)]):
+        r = transfer(stranger, {"from_account": src.pk, "to_account": b.pk, "amount_cents": 1}, key=f"k-{n}")
+        assert r.status_code == 404 and code(r) == "account_not_found"
+        assert r.json()["error"]["message"] == missing["error"]["message"].replace("999999", str(src.pk))
+    assert balances(a, b, house) == [1000, 0, 50] and not Transfer.objects.exists()
+    denied = AuditOutbox.objects.using("market").filter(action="deny").order_by("id")
+    assert [(d.object_pk, d.actor) for d in denied] == [
+        (str(a.pk), "other"),
+        (str(a.pk), "staff"),
+        (str(house.pk), "buyer"),
+    ]
+    assert transfer(api, {"from_account": a.pk, "to_account": b.pk, "amount_cents": 1}).status_code == 201
+    assert transfer(operator_api, {"from_account": a.pk, "to_account": house.pk, "amount_cents": 2}).status_code == 201
+    assert transfer(root_api, {"from_account": house.pk, "to_account": b.pk, "amount_cents": 3}).status_code == 201
+    assert balances(a, b, house) == [997, 4, 49]
+    assert code(transfer(Api(), {"from_account": a.pk, "to_account": b.pk, "amount_cents": 1})) == "not_authenticated"
 
 
 @pytest.mark.parametrize(
@@ -381,17 +444,17 @@ def test_transfers_need_a_token(accounts):
 @pytest.mark.parametrize(
     "raw", ["{", "not json", b"\xff\xfe", "", "null", "[1]", '"text"', "1e999999", "[" * 30000, '{"items": ' * 5000]
 )
-def test_malformed_json_is_400_invalid_request(staff_api, path, raw):
-    r = staff_api.post(path, raw=raw, headers={"Idempotency-Key": "k"})
+def test_malformed_json_is_400_invalid_request(root_api, path, raw):
+    r = root_api.post(path, raw=raw, headers={"Idempotency-Key": "k"})
     assert r.status_code == 400 and code(r) == "invalid_request"
 
 
 @pytest.mark.parametrize(
     "path", ["/api/market/products", "/api/market/orders", "/api/market/accounts", "/api/market/transfers"]
 )
-def test_oversized_bodies_are_413(staff_api, path):
+def test_oversized_bodies_are_413(root_api, path):
     with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1024):
-        r = staff_api.post(path, {"items": "x" * 2000}, headers={"Idempotency-Key": "k"})
+        r = root_api.post(path, {"items": "x" * 2000}, headers={"Idempotency-Key": "k"})
     assert r.status_code == 413 and code(r) == "payload_too_large"
 
 
@@ -405,6 +468,6 @@ def test_oversized_bodies_are_413(staff_api, path):
         ("get", "/api/market/orders"),
     ],
 )
-def test_other_methods_are_405(staff_api, method, path):
-    r = getattr(staff_api.client, method)(path)
+def test_other_methods_are_405(root_api, method, path):
+    r = getattr(root_api.client, method)(path)
     assert r.status_code == 405 and code(r) == "method_not_allowed"

@@ -114,7 +114,7 @@ def test_random_transfers_keep_the_total_and_never_overdraw():
 
 
 def test_concurrent_copies_of_one_transfer_move_money_once(buyer):
-    a = Account.objects.create(balance_cents=1000)
+    a = Account.objects.create(balance_cents=1000, owner_id=buyer.pk)
     b = Account.objects.create(balance_cents=0)
     body = {"from_account": a.pk, "to_account": b.pk, "amount_cents": 700}
 
@@ -133,7 +133,8 @@ def test_concurrent_copies_of_one_transfer_move_money_once(buyer):
 def test_concurrent_reuse_of_a_key_with_other_bodies_moves_money_once(buyer):
     # Different account pairs: the row locks do not serialize these, the unique key does.
     pairs = [
-        (Account.objects.create(balance_cents=100), Account.objects.create(balance_cents=0)) for _ in range(THREADS)
+        (Account.objects.create(balance_cents=100, owner_id=buyer.pk), Account.objects.create(balance_cents=0))
+        for _ in range(THREADS)
     ]
 
     def worker(i):
@@ -165,12 +166,13 @@ def _ok(result):
 def _user(i):
     from tests.market.conftest import make_user
 
-    return make_user(f"payer{i}")
+    # Moves money between accounts of others: the operators' permission.
+    return make_user(f"payer{i}", perms=("market.transfer_any_account",))
 
 
-def test_racing_creations_of_one_sku_make_one_product(staff):
+def test_racing_creations_of_one_sku_make_one_product(operator):
     def worker(i):
-        api = Api(staff.token)
+        api = Api(operator.token)
         body = {"sku": "RACE", "name": f"racer {i}", "price_cents": 1, "stock": 1}
         return released(lambda: api.post("/api/market/products", body))
 

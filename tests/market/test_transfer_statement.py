@@ -20,7 +20,7 @@ from django.utils import timezone
 from audit import relay
 from audit.context import acting_as
 from market import services
-from market.errors import InsufficientFunds
+from market.errors import AccountNotFound, InsufficientFunds
 from market.models import Account, Transfer
 from market.models import AuditOutbox as MarketOutbox
 from tests.market.conftest import Api, make_user
@@ -32,6 +32,11 @@ def _transfer(user, src, dst, amount, key="k-1"):
     return services.transfer_create(
         user=user, from_account_id=src.pk, to_account_id=dst.pk, amount_cents=amount, idempotency_key=key
     )
+
+
+def owned(user, balance: int) -> Account:
+    """An account of `user`: only its owner (or market.transfer_any_account) moves money out of it."""
+    return Account.objects.create(balance_cents=balance, owner_id=user.pk)
 
 
 def balances(*accounts) -> list[int]:
@@ -50,7 +55,7 @@ def transfer_events():
 
 def test_a_transfer_is_one_statement_and_leaves_no_transaction_open():
     user = make_user("payer")
-    a, b = Account.objects.create(balance_cents=1000), Account.objects.create(balance_cents=0)
+    a, b = owned(user, 1000), Account.objects.create(balance_cents=0)
     market = connections["market"]
     with CaptureQueriesContext(market) as queries:  # BEGIN and COMMIT would be logged too
         transfer, created = _transfer(user, a, b, 300)
@@ -71,12 +76,54 @@ def test_a_transfer_is_one_statement_and_leaves_no_transaction_open():
     ]
 
 
+def test_someone_elses_account_is_refused_in_the_same_one_statement_and_the_refusal_audited():
+    owner, intruder = make_user("owner"), make_user("intruder")
+    a, b = owned(owner, 1000), Account.objects.create(balance_cents=0)
+    market = connections["market"]
+    with CaptureQueriesContext(market) as queries, acting_as(intruder):
+        with pytest.raises(AccountNotFound) as refused:
+            _transfer(intruder, a, b, 300)
+    assert len(queries) == 1 and not market.in_atomic_block
+    # Answered exactly as a missing account: the id cannot be probed.
+    with pytest.raises(AccountNotFound) as missing:
+        services.transfer_create(
+            user=intruder, from_account_id=a.pk + 1000, to_account_id=b.pk, amount_cents=300, idempotency_key="k-1"
+        )
+    assert str(refused.value) == str(missing.value).replace(str(a.pk + 1000), str(a.pk))
+    assert balances(a, b) == [1000, 0] and not Transfer.objects.exists()
+    (deny,) = MarketOutbox.objects.using("market").filter(action="deny")
+    assert (deny.model, deny.object_pk, deny.actor, deny.actor_id) == (
+        "market.account",
+        str(a.pk),
+        "intruder",
+        intruder.pk,
+    )
+    assert deny.changes["transfer"] == {
+        "from_account": a.pk,
+        "to_account": b.pk,
+        "amount_cents": 300,
+        "idempotency_key": "k-1",
+    }
+
+
+def test_the_transfer_any_account_permission_moves_money_out_of_any_account():
+    from django.contrib.auth.models import Permission
+
+    owner, operator = make_user("owner"), make_user("operator")
+    operator.user_permissions.add(Permission.objects.get(codename="transfer_any_account"))
+    a, b = owned(owner, 1000), Account.objects.create(balance_cents=500)
+    _transfer(operator, a, b, 300)
+    _transfer(operator, b, a, 100, key="k-2")  # an account without an owner too
+    assert balances(a, b) == [800, 700]
+    assert not MarketOutbox.objects.using("market").filter(action="deny").exists()
+
+
 def test_through_the_api_the_market_database_sees_one_statement():
     from audit.services import api_token_create
 
     user = make_user("payer")
     api = Api(api_token_create(user=user))
-    a, b = Account.objects.create(balance_cents=1000), Account.objects.create(balance_cents=0)
+    a, b = owned(user, 1000), Account.objects.create(balance_cents=0)
     with CaptureQueriesContext(connections["market"]) as queries:
         r = api.post(
             "/api/market/transfers",
@@ -89,7 +136,7 @@ def test_through_the_api_the_market_database_sees_one_statement():
 
 def test_inside_a_callers_transaction_it_joins_it_and_kicks_the_relay_on_its_commit(settings):
     user = make_user("payer")
-    a, b = Account.objects.create(balance_cents=1000), Account.objects.create(balance_cents=0)
+    a, b = owned(user, 1000), Account.objects.create(balance_cents=0)
     market = connections["market"]
     settings.AUDIT_RELAY_ON_COMMIT = True  # after the setup: its commits must not start the relay thread
 
@@ -114,7 +161,7 @@ def test_in_autocommit_the_relay_is_kicked_at_once_and_delivers_the_events(setti
     from tests.pgcluster import wait_for
 
     user = make_user("payer")
-    a, b = Account.objects.create(balance_cents=1000), Account.objects.create(balance_cents=0)
+    a, b = owned(user, 1000), Account.objects.create(balance_cents=0)
     settings.AUDIT_RELAY_ON_COMMIT = True
     with acting_as(user):
         transfer, _ = _transfer(user, a, b, 300)
@@ -176,7 +223,7 @@ def _transfer_queued_behind_a_balance_change(balance: int, changed_to: int, *, a
     """Accounts a (`balance`) and b (0); a transfer of `amount` from a to b that waits for the lock of
     a transaction changing a's balance to `changed_to` (committed before it goes on)."""
     user = make_user("payer")
-    a, b = Account.objects.create(balance_cents=balance), Account.objects.create(balance_cents=0)
+    a, b = owned(user, balance), Account.objects.create(balance_cents=0)
     connections.close_all()
     with transaction.atomic(using="market"):
         Account.objects.filter(pk=a.pk).update(balance_cents=changed_to)
@@ -225,7 +272,7 @@ def test_a_copy_that_committed_while_waiting_for_the_lock_is_replayed(opening, a
     # The copy is invisible to the statement's snapshot. With funds left, the INSERT hits the
     # unique key (nothing moves) and the replay follows; without, the refusal looks the key up afresh.
     user = make_user("payer")
-    a, b = Account.objects.create(balance_cents=opening), Account.objects.create(balance_cents=0)
+    a, b = owned(user, opening), Account.objects.create(balance_cents=0)
     connections.close_all()
     with transaction.atomic(using="market"):
         first = _committed_copy(user, a, b, amount, "pay-once")

@@ -43,16 +43,23 @@ def run_django(env: dict[str, str], code: str, timeout: float = 120) -> dict:
     return json.loads(lines[-1][len("RESULT ") :])
 
 
-def make_staff_token(env: dict[str, str], username: str = "staff") -> str:
+def make_superuser_token(env: dict[str, str], username: str = "staff") -> dict:
+    """{"key", "id"} of a superuser (the API's permissions are Django's: superusers hold them all)."""
     return run_django(
         env,
         f"""
         from django.contrib.auth import get_user_model
         from audit.services import api_token_create
-        user, _ = get_user_model().objects.get_or_create(username={username!r}, defaults={{"is_staff": True}})
+        user, _ = get_user_model().objects.get_or_create(
+            username={username!r}, defaults={{"is_staff": True, "is_superuser": True}})
         out["key"] = api_token_create(user=user)
+        out["id"] = user.pk
     """,
-    )["key"]
+    )
+
+
+def make_staff_token(env: dict[str, str], username: str = "staff") -> str:
+    return make_superuser_token(env, username)["key"]
 
 
 class Browser:

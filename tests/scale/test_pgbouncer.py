@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import manage
 from tests.pgbouncer import PgBouncer
 from tests.pgcluster import wait_for
-from tests.scale.conftest import DATABASES, Browser, make_staff_token, run_django
+from tests.scale.conftest import DATABASES, Browser, make_superuser_token, run_django
 from tests.servers import Gunicorn, cluster_env
 
 pytestmark = pytest.mark.cluster
@@ -121,7 +121,8 @@ def test_django_time_zone_setting_does_not_leak_through_pgbouncer(primary):
 
 def test_the_app_works_through_pgbouncer_and_keeps_its_invariants(primary, bouncer):
     env = pooled_env(primary, bouncer)
-    staff = Browser(make_staff_token(env))
+    root = make_superuser_token(env)
+    staff = Browser(root["key"])
     stock, buyers, accounts_n, balance = 25, 40, 4, 1000
     with Gunicorn(env, workers=2, threads=4).running() as server:
         status, body = staff.request(
@@ -132,7 +133,9 @@ def test_the_app_works_through_pgbouncer_and_keeps_its_invariants(primary, bounc
         assert status == 201, body
         accounts = []
         for _ in range(accounts_n):
-            status, body = staff.request("POST", server.url("/api/market/accounts"), {"balance_cents": balance})
+            status, body = staff.request(
+                "POST", server.url("/api/market/accounts"), {"owner": root["id"], "balance_cents": balance}
+            )
             assert status == 201, body
             accounts.append(body["data"]["id"])
 
