@@ -5,32 +5,40 @@ Every bad input is a 400 `invalid_request` whose message and `field` name the fi
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.http import JsonResponse
 
 from blog import selectors, services
-from blog.models import TAG_NAME_MAX_LENGTH, TITLE_MAX_LENGTH, Post
-from config.http import ApiError, json_body, require_str, token_optional, token_required
+from blog.models import SLUG_MAX_LENGTH, TAG_NAME_MAX_LENGTH, TITLE_MAX_LENGTH, Post
+from config.http import (
+    ApiError,
+    clean_key,
+    clean_text,
+    json_body,
+    query_int,
+    query_key,
+    require_str,
+    token_optional,
+    token_required,
+)
 
 LIMIT_DEFAULT = 20
 LIMIT_MAX = 100
 BODY_MAX_LENGTH = 50_000  # characters; the request itself is capped by DATA_UPLOAD_MAX_MEMORY_SIZE (413)
 TAGS_MAX = 20
 POST_FIELDS = {"title", "body", "status", "tags"}
+SLUG_RE = re.compile(r"[A-Za-z0-9_-]+")  # what slugify makes (any case: an unknown one is a 404, not a 400)
+CURSOR_RE = re.compile(r"[A-Za-z0-9_-]+")  # base64url without padding (selectors.cursor_encode)
 
 
 def _invalid(field: str, message: str) -> ApiError:
     return ApiError(400, "invalid_request", message, field=field)
 
 
-def _limit(request) -> int:
-    raw = request.GET.get("limit")
-    if raw is None:
-        return LIMIT_DEFAULT
-    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= LIMIT_MAX):
-        raise _invalid("limit", f"limit must be an integer from 1 to {LIMIT_MAX}")
-    return int(raw)
+def _slug(slug: str) -> str:
+    return clean_key(slug, "slug", pattern=SLUG_RE, max_length=SLUG_MAX_LENGTH, description="letters, digits, - or _")
 
 
 def _tags(value: Any) -> list[str]:
@@ -38,12 +46,8 @@ def _tags(value: Any) -> list[str]:
         raise _invalid("tags", "tags must be a list of strings")
     if len(value) > TAGS_MAX:
         raise _invalid("tags", f"at most {TAGS_MAX} tags")
-    names = [v.strip() for v in value]
-    if not all(names):
-        raise _invalid("tags", "tags must not be empty strings")
-    if any(len(n) > TAG_NAME_MAX_LENGTH for n in names):
-        raise _invalid("tags", f"tags: a tag is longer than {TAG_NAME_MAX_LENGTH} characters")
-    return names
+    # The tag's slug, made from the name, is checked where it is made (services.tags_resolve).
+    return [clean_text(v, "tags", max_length=TAG_NAME_MAX_LENGTH) for v in value]
 
 
 def _post_fields(data: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +56,7 @@ def _post_fields(data: dict[str, Any]) -> dict[str, Any]:
     if "title" in data:
         fields["title"] = require_str(data, "title", max_length=TITLE_MAX_LENGTH)
     if "body" in data:
-        fields["body"] = require_str(data, "body", max_length=BODY_MAX_LENGTH, allow_empty=True)
+        fields["body"] = require_str(data, "body", max_length=BODY_MAX_LENGTH, allow_empty=True, multiline=True)
     if "status" in data:
         if not isinstance(data["status"], str) or data["status"] not in Post.Status.values:
             raise _invalid("status", f"status must be one of: {', '.join(Post.Status.values)}")
@@ -67,9 +71,16 @@ def _not_found(slug: str) -> ApiError:
 
 
 def post_list(request):
-    limit = _limit(request)
+    limit = query_int(request, "limit", default=LIMIT_DEFAULT, minimum=1, maximum=LIMIT_MAX)
+    cursor = query_key(
+        request,
+        "cursor",
+        pattern=CURSOR_RE,
+        max_length=selectors.CURSOR_MAX_LENGTH,
+        description="the next of a page this API returned",
+    )
     try:
-        posts, next_cursor = selectors.post_list_published(cursor=request.GET.get("cursor") or None, limit=limit)
+        posts, next_cursor = selectors.post_list_published(cursor=cursor, limit=limit)
     except selectors.InvalidCursor as exc:
         raise _invalid("cursor", str(exc)) from None
     return JsonResponse({"data": posts, "next": next_cursor})
@@ -90,6 +101,7 @@ def post_create(request):
 
 def post_detail(request, slug: str):
     user = token_optional(request)
+    slug = _slug(slug)
     post = selectors.post_get_by_slug(slug=slug, user=user)
     if post is None:
         raise _not_found(slug)
@@ -98,6 +110,7 @@ def post_detail(request, slug: str):
 
 @token_required
 def post_update(request, slug: str):
+    slug = _slug(slug)
     data = json_body(request, required=set(), optional=POST_FIELDS)
     if not data:
         raise ApiError(400, "invalid_request", f"nothing to update: send any of {', '.join(sorted(POST_FIELDS))}")

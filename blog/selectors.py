@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import re
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -23,6 +24,8 @@ from config.permissions import may_view
 
 POST_FIELDS = ("id", "slug", "title", "body", "status", "published_at", "created_at", "updated_at", "author_id")
 CURSOR_MAX_LENGTH = 100
+_POST_ID = re.compile(r"[0-9]{1,19}")
+_MAX_ID = 2**63 - 1  # bigint
 
 
 class InvalidCursor(ValueError):
@@ -44,10 +47,13 @@ def cursor_decode(cursor: str) -> tuple[dt.datetime, int]:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
         stamp, _, post_id = raw.partition("|")
         published_at = dt.datetime.fromisoformat(stamp)
-        pk = int(post_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        # In UTC here, as the database compares it: year 1 at +01:00 has no UTC time (OverflowError).
+        published_at = published_at.astimezone(dt.UTC) if published_at.tzinfo is not None else None
+        # ASCII digits only: int() also reads "١" and "1_0".
+        pk = int(post_id) if _POST_ID.fullmatch(post_id) else 0
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         raise InvalidCursor("cursor is not one this API returned") from None
-    if published_at.tzinfo is None or pk < 1 or not post_id.isdigit():
+    if published_at is None or not 1 <= pk <= _MAX_ID:
         raise InvalidCursor("cursor is not one this API returned")
     return published_at, pk
 

@@ -22,6 +22,7 @@ SLUG_BASE_MAX_LENGTH = TITLE_MAX_LENGTH
 SLUG_FALLBACK = "post"  # a title without letters or digits ("!!!")
 SLUG_ATTEMPTS = 5  # inserts racing for the same slug retry this often
 POST_EDITABLE_FIELDS = frozenset({"title", "body", "status"})
+TAG_SLUG_MAX_LENGTH = Tag._meta.get_field("slug").max_length
 
 
 class InvalidInput(ValueError):
@@ -125,6 +126,11 @@ def tags_resolve(*, names: Iterable[str]) -> list[Tag]:
         slug = slugify(name)
         if not slug:
             raise InvalidInput("tags", f"tags: {raw!r} needs at least one letter or digit")
+        # slugify can lengthen a name ("\u33af" is "rads2"): check the column the slug goes to.
+        if len(slug) > TAG_SLUG_MAX_LENGTH:
+            raise InvalidInput(
+                "tags", f"tags: the slug of {name[:20]!r} is longer than {TAG_SLUG_MAX_LENGTH} characters"
+            )
         wanted.setdefault(slug, name)
     if not wanted:
         return []

@@ -29,6 +29,7 @@ from django.utils import timezone
 from audit.capture import audit_relay_after_commit, json_safe
 from audit.context import current_actor
 from config.db import atomic_for
+from config.http import clean_int, clean_key, clean_text
 from market.errors import (
     AccountNotFound,
     IdempotencyKeyReused,
@@ -44,6 +45,8 @@ from market.models import (
     MAX_PRICE_CENTS,
     MAX_QUANTITY,
     MAX_STOCK,
+    SKU_DESCRIPTION,
+    SKU_MAX_LENGTH,
     SKU_RE,
     Account,
     AuditOutbox,
@@ -55,16 +58,17 @@ from market.models import (
 
 MAX_ORDER_LINES = 100
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
-_KEY_RE = re.compile(r"^[\x21-\x7e]{1,%d}$" % MAX_IDEMPOTENCY_KEY_LENGTH)  # printable ASCII, no spaces
+# Printable ASCII, no spaces; \Z, not $ (which matches before a final newline).
+_KEY_RE = re.compile(r"^[\x21-\x7e]{1,%d}\Z" % MAX_IDEMPOTENCY_KEY_LENGTH)
 UNIQUE_VIOLATION = "23505"
 
 
 def _int_in_range(value: Any, name: str, *, minimum: int, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(f"{name} must be an integer", field=name)
-    if not minimum <= value <= maximum:
-        raise InvalidRequest(f"{name} must be between {minimum} and {maximum}", field=name)
-    return value
+    return clean_int(value, name, minimum=minimum, maximum=maximum)
+
+
+def _sku(value: Any, field: str) -> str:
+    return clean_key(value, field, pattern=SKU_RE, max_length=SKU_MAX_LENGTH, description=SKU_DESCRIPTION)
 
 
 def _constraint_of(exc: IntegrityError) -> str:
@@ -81,17 +85,13 @@ def _sqlstate(exc: IntegrityError) -> str:
 
 def product_create(*, sku: str, name: str, price_cents: int, stock: int = 0) -> Product:
     """A new product; `SkuExists` when the sku is taken (also when two requests race for it)."""
-    if not isinstance(sku, str) or not SKU_RE.match(sku):
-        raise InvalidRequest(
-            "sku must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", field="sku"
-        )
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise InvalidRequest("name must be a non-empty string of at most 200 characters", field="name")
+    sku = _sku(sku, "sku")
+    name = clean_text(name, "name", max_length=Product._meta.get_field("name").max_length)
     _int_in_range(price_cents, "price_cents", minimum=0, maximum=MAX_PRICE_CENTS)
     _int_in_range(stock, "stock", minimum=0, maximum=MAX_STOCK)
     try:
         with atomic_for(Product):
-            return Product.objects.create(sku=sku, name=name.strip(), price_cents=price_cents, stock=stock)
+            return Product.objects.create(sku=sku, name=name, price_cents=price_cents, stock=stock)
     except IntegrityError as exc:
         if _sqlstate(exc) == UNIQUE_VIOLATION:
             raise SkuExists(f"a product with sku {sku!r} already exists", sku=sku) from None
@@ -116,9 +116,7 @@ def _merged_items(items: Any) -> dict[str, int]:
         missing = sorted({"sku", "quantity"} - set(item))
         if missing or extra:
             raise InvalidRequest(f"{where} must have exactly the fields sku and quantity", field=where)
-        sku = item["sku"]
-        if not isinstance(sku, str) or not sku:
-            raise InvalidRequest(f"{where}.sku must be a non-empty string", field=f"{where}.sku")
+        sku = _sku(item["sku"], f"{where}.sku")  # a sku no product can have is malformed, not unknown
         quantity = _int_in_range(item["quantity"], f"{where}.quantity", minimum=1, maximum=MAX_QUANTITY)
         wanted[sku] = wanted.get(sku, 0) + quantity
         if wanted[sku] > MAX_QUANTITY:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from django.http import JsonResponse
 
-from config.http import json_body, methods, token_required
+from config.http import clean_key, json_body, methods, query_int, query_key, token_required
 from market import selectors, services
 from market.errors import InvalidRequest
+from market.models import SKU_DESCRIPTION, SKU_MAX_LENGTH, SKU_RE
 
 PRODUCT_PAGE_DEFAULT = 50
 PRODUCT_PAGE_MAX = 200
@@ -30,14 +31,18 @@ def product_create(request):
 
 
 def product_list(request):
-    raw_limit = request.GET.get("limit", str(PRODUCT_PAGE_DEFAULT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= PRODUCT_PAGE_MAX:
-        raise InvalidRequest(f"limit must be an integer from 1 to {PRODUCT_PAGE_MAX}", field="limit")
-    rows, cursor = selectors.product_list(limit=int(raw_limit), after=request.GET.get("cursor") or None)
+    limit = query_int(request, "limit", default=PRODUCT_PAGE_DEFAULT, minimum=1, maximum=PRODUCT_PAGE_MAX)
+    # The cursor is the last sku of the previous page.
+    after = query_key(
+        request, "cursor", pattern=SKU_RE, max_length=SKU_MAX_LENGTH, description="the next of a page this API returned"
+    )
+    rows, cursor = selectors.product_list(limit=limit, after=after)
     return JsonResponse({"data": rows, "next": cursor})
 
 
 def product_detail(request, sku: str):
+    # A sku no product can have is malformed (400), a well-formed unknown one not found (404).
+    sku = clean_key(sku, "sku", pattern=SKU_RE, max_length=SKU_MAX_LENGTH, description=SKU_DESCRIPTION)
     return JsonResponse({"data": selectors.product_detail(sku=sku)})
 
 

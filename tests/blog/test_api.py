@@ -69,7 +69,8 @@ def test_detail_of_a_published_post(api, author):
 
 def test_unknown_slug_is_post_not_found(api):
     assert_error(api.get(detail("nope")), 404, "post_not_found")
-    assert_error(api.get(detail("not a slug at all")), 404, "post_not_found")
+    # A slug no post can have is malformed input, not an unknown post.
+    assert_error(api.get(detail("not a slug at all")), 400, "invalid_request", field="slug")
 
 
 def test_a_draft_is_visible_to_its_author_and_holders_of_view_post_only(
