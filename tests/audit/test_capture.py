@@ -213,7 +213,7 @@ def test_a_transfer_written_in_plain_sql_records_the_same_events_save_would():
     from market.services import transfer_create
 
     user = get_user_model().objects.create_user("payer")
-    src = Account.objects.create(balance_cents=1000)
+    src = Account.objects.create(balance_cents=1000, owner_id=user.pk)  # only its owner moves its money
     dst = Account.objects.create(balance_cents=5)
     MarketOutbox.objects.using("market").all().delete()
     with acting_as(user):
