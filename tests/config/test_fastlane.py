@@ -7,9 +7,7 @@ request path); status, headers and body must be identical.
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 from datetime import timedelta
 
 import pytest
@@ -24,44 +22,9 @@ from config import breaker, replicas
 from config.fastlane import Lane
 from config.wsgi import ApiHandler, dispatcher
 from market.models import Account, AuditOutbox, Transfer
+from tests.wsgicall import call, environ
 
 pytestmark = pytest.mark.django_db(databases=["default", "market"], transaction=True)
-
-
-def environ(path: str, method: str = "GET", host: str = "127.0.0.1", body: bytes = b"", **extra) -> dict:
-    env = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "SCRIPT_NAME": "",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "HTTP_HOST": host,
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": sys.stderr,
-        "wsgi.url_scheme": "http",
-    }
-    if body:
-        env.update(CONTENT_TYPE="application/json", CONTENT_LENGTH=str(len(body)))
-    env.update(extra)
-    return env
-
-
-def call(app, env: dict) -> tuple[str, dict, bytes] | None:
-    for alias in ("default", "market"):
-        connections[alias].close()  # as between two requests (the test's own work left them open)
-    seen = {}
-
-    def start_response(status, headers, exc_info=None):
-        seen["status"], seen["headers"] = status, dict(headers)
-
-    answer = app(env, start_response)
-    if answer is None:
-        return None
-    body = b"".join(answer)
-    getattr(answer, "close", lambda: None)()  # Django's request_finished
-    return seen["status"], seen["headers"], body
 
 
 def both(env_factory) -> tuple[tuple, tuple]:

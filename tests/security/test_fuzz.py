@@ -14,11 +14,9 @@ Reproducible: derandomized, no example database. FUZZ_EXAMPLES=2000 searches har
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
-import sys
 from urllib.parse import quote
 
 import pytest
@@ -34,6 +32,7 @@ from hypothesis import strategies as st
 from audit.services import api_token_create
 from blog import services as blog_services
 from market.models import SKU_RE, Account, Product
+from tests.wsgicall import call, environ
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
 FUZZ = hsettings(
@@ -378,39 +377,13 @@ def test_no_input_crashes_and_a_refused_request_writes_nothing(world, endpoint):
 
 
 def _environ(method: str, path: str, body: bytes, hdrs: dict) -> dict:
-    env = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "SCRIPT_NAME": "",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "HTTP_HOST": "127.0.0.1",
-        "CONTENT_TYPE": "application/json",
-        "CONTENT_LENGTH": str(len(body)),
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": sys.stderr,
-        "wsgi.url_scheme": "http",
-    }
-    env.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in hdrs.items()})
-    return env
+    headers = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in hdrs.items()}
+    return environ(path, method, body=body, CONTENT_TYPE="application/json", CONTENT_LENGTH=str(len(body)), **headers)
 
 
 def _call(app, env: dict):
-    for alias in ("default", "market"):
-        connections[alias].close()  # as between two requests
-    seen = {}
-
-    def start_response(status, headers, exc_info=None):
-        seen["status"] = status
-
-    answer = app(env, start_response)
-    if answer is None:
-        return None
-    content = b"".join(answer)
-    getattr(answer, "close", lambda: None)()
-    return int(seen["status"].split()[0]), content
+    answer = call(app, env)
+    return None if answer is None else (int(answer[0].split()[0]), answer[2])
 
 
 @st.composite

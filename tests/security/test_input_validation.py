@@ -5,18 +5,16 @@ Each case here answered 500 (or was stored as is) before the input rules of conf
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connections
 from django.test import Client
 
 from audit.services import api_token_create
 from blog.models import Post, Tag
 from market.models import Account, Order, Product, Transfer
+from tests.wsgicall import call, environ
 
 pytestmark = pytest.mark.django_db(databases=["default", "blog", "market"])
 
@@ -223,39 +221,20 @@ def test_missing_and_unknown_fields_name_the_first(root):
 
 
 def _environ(body_bytes: bytes, token: str, key: str) -> dict:
-    return {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": "/api/market/transfers",
-        "SCRIPT_NAME": "",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "HTTP_HOST": "127.0.0.1",
-        "HTTP_AUTHORIZATION": f"Token {token}",
-        "HTTP_IDEMPOTENCY_KEY": key,
-        "CONTENT_TYPE": "application/json",
-        "CONTENT_LENGTH": str(len(body_bytes)),
-        "wsgi.input": io.BytesIO(body_bytes),
-        "wsgi.errors": sys.stderr,
-        "wsgi.url_scheme": "http",
-    }
+    return environ(
+        "/api/market/transfers",
+        "POST",
+        body=body_bytes,
+        HTTP_AUTHORIZATION=f"Token {token}",
+        HTTP_IDEMPOTENCY_KEY=key,
+        CONTENT_TYPE="application/json",
+        CONTENT_LENGTH=str(len(body_bytes)),
+    )
 
 
 def _call(app, env: dict):
-    for alias in ("default", "market"):
-        connections[alias].close()
-    seen = {}
-
-    def start_response(status, headers, exc_info=None):
-        seen["status"], seen["headers"] = status, dict(headers)
-
-    answer = app(env, start_response)
-    if answer is None:
-        return None
-    content = b"".join(answer)
-    getattr(answer, "close", lambda: None)()
-    return seen["status"], content
+    answer = call(app, env)
+    return None if answer is None else (answer[0], answer[2])
 
 
 @pytest.mark.django_db(databases=["default", "market"], transaction=True)
