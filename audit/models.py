@@ -44,10 +44,10 @@ class ApiToken(models.Model):
     prefix = models.CharField(max_length=8, db_index=True)
     digest = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    # Written by the authenticating statement itself (audit/services.py): writes record it every
-    # time, reads at most once a minute.
+    # Written by the authenticating statement itself (audit/services.py), at most once a
+    # minute, and by every claim of writes from the rate.
     last_used_at = models.DateTimeField(null=True, blank=True)
-    # The write rate limit: writes counted in a fixed one-minute window, on the row every
+    # The write rate limit: writes claimed in a fixed one-minute window, on the row every
     # worker and instance authenticates against (so the limit holds across all of them).
     write_window = models.DateTimeField(null=True, blank=True, editable=False)
     write_count = models.IntegerField(default=0, db_default=0, editable=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
+import threading
+import time
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -29,14 +31,17 @@ def api_token_create(*, user) -> str:
 
 # In the model's field order: Model.from_db() fills the fields it is given in that order.
 _TOKEN_USER_FIELDS = ["id", "is_superuser", "username", "is_staff", "is_active"]
-READ_TOUCH_SECONDS = 60  # a read records last_used_at at most this often (a write always does)
+READ_TOUCH_SECONDS = 60  # a request records last_used_at at most this often (a claim always does)
 WRITE_WINDOW_SECONDS = 60
+# A worker claims this share of a token's per-minute rate at a time (at least one write).
+CLAIM_SHARE = 100
 
 
 @functools.cache
 def _token_sql() -> tuple[str, str, str]:
-    """(read, write, write outside a transaction) statements that authenticate a key and return
-    the user, the user's permissions and, for a write, the count of writes in this minute's window.
+    """(authenticate, claim, claim outside a transaction): the statement that authenticates a
+    key and returns the user and the user's permissions, and the one that claims writes from
+    the token's count in this minute's window.
 
     Permissions come in the same round trip (ModelBackend's two lazy queries would cost
     more than the lookup itself) and are never cached beyond the request, so a revoked
@@ -57,7 +62,7 @@ def _token_sql() -> tuple[str, str, str]:
             WHERE ug.user_id = u.id)) END"""
     user_cols = "u.id, u.is_superuser, u.username, u.is_staff, u.is_active"
     token, users = ApiToken._meta.db_table, User._meta.db_table
-    # A read: a SELECT, plus an UPDATE of last_used_at in the same statement that writes
+    # Every request: a SELECT, plus an UPDATE of last_used_at in the same statement that writes
     # only when the recorded time is over a minute old (rechecked on the newest row version
     # after a lock wait, so concurrent reads write it once).
     read = f"""WITH found AS (
@@ -69,29 +74,26 @@ def _token_sql() -> tuple[str, str, str]:
         WHERE t.id = f.token_id
           AND (t.last_used_at IS NULL OR t.last_used_at < now() - make_interval(secs => {READ_TOUCH_SECONDS}))
     )
-    SELECT id, is_superuser, username, is_staff, is_active, perms, 0, 0 FROM found"""
-    # A write: one UPDATE that authenticates, records last_used_at and counts the write in
-    # a fixed window (windows start on the database's clock, the one clock every instance
-    # shares; a window never moves back, should a failover bring a clock that is behind).
+    SELECT id, is_superuser, username, is_staff, is_active, perms FROM found"""
+    # A claim of `n` writes from this minute's window (see _claim_write): one UPDATE on the token
+    # row. Windows start on the database's clock, the one clock every instance shares; a
+    # window never moves back, should a failover bring a clock that is behind.
     window = f"to_timestamp(floor(extract(epoch FROM now()) / {WRITE_WINDOW_SECONDS}) * {WRITE_WINDOW_SECONDS})"
-    write = f"""UPDATE {token} t SET
+    claim = f"""UPDATE {token} t SET
         last_used_at = now(),
         write_window = GREATEST(t.write_window, {window}),
-        write_count = CASE WHEN t.write_window >= {window} THEN t.write_count + 1 ELSE 1 END
-    FROM {users} u
-    WHERE t.digest = %(digest)s AND u.id = t.user_id AND u.is_active
-    RETURNING {user_cols}, {perms}, t.write_count,
-        ceil(extract(epoch FROM t.write_window - now()) + {WRITE_WINDOW_SECONDS})::integer"""
-    # Every write of one token updates the same row, so they queue on its lock, and a
-    # commit holds the lock until the WAL is flushed: one flush per write, in a row
-    # (measured: transfers of one token fell from ~640 to ~360 requests/s). This
-    # transaction's commit alone skips the wait (set_config(..., true) is SET LOCAL);
-    # a crash can lose the last fraction of a second of counts and last-used times.
-    write_fast = write.replace(
+        write_count = CASE WHEN t.write_window >= {window} THEN t.write_count + %(n)s ELSE %(n)s END
+    WHERE t.digest = %(digest)s
+    RETURNING t.write_count, ceil(extract(epoch FROM t.write_window - now()) + {WRITE_WINDOW_SECONDS})::integer"""
+    # Every claim of one token updates the same row, so claims queue on its lock, and a
+    # commit holds the lock until the WAL is flushed. This transaction's commit alone
+    # skips the wait (set_config(..., true) is SET LOCAL); a crash can lose the last
+    # fraction of a second of counts and last-used times.
+    claim_fast = claim.replace(
         "WHERE t.digest",
         "WHERE (SELECT set_config('synchronous_commit', 'off', true)) = 'off' AND t.digest",
     )
-    return read, write, write_fast
+    return read, claim, claim_fast
 
 
 class RateLimited(ApiError):
@@ -111,6 +113,74 @@ def write_rate_per_minute() -> int:
     return settings.ENV["API_WRITE_RATE_PER_MINUTE"] if limit is None else limit
 
 
+class _Claims:
+    """Writes this process may still make per token (by digest) in the current window.
+
+    The count of a token's writes lives on its row in the database, the one place every
+    worker and instance sees. Counting each write there made every write of one token
+    update that row, and writes of one token queued on its lock (transfers of one token:
+    ~640 requests/s without the count, ~360 with it, ~530 with the commit not waiting for
+    the WAL). So a worker claims a slice of the rate at once (1/CLAIM_SHARE of it, at least
+    one write) and spends it locally until the window ends: the total across workers and
+    instances never exceeds the limit, and a token can be refused at most (slice - 1) writes
+    early per worker holding an unspent slice. Limits below CLAIM_SHARE are counted write
+    by write, exactly.
+
+    A library (django-ratelimit and the like) counts in Django's cache, which would need a
+    shared cache server this platform does not run; the database is already shared.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._left: dict[str, tuple[float, int]] = {}  # digest -> (window end, monotonic; writes left)
+
+    def take(self, digest: str) -> bool:
+        with self._lock:
+            ends, left = self._left.get(digest, (0.0, 0))
+            if left <= 0 or time.monotonic() >= ends:
+                return False
+            self._left[digest] = (ends, left - 1)
+            return True
+
+    def grant(self, digest: str, *, left: int, seconds: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if len(self._left) > 10_000:  # forget ended windows; bounded however many tokens write
+                self._left = {d: v for d, v in self._left.items() if v[0] > now}
+            self._left[digest] = (now + seconds, left)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._left.clear()
+
+
+_claims = _Claims()
+
+
+def _claim_write(connection, digest: str, limit: int) -> bool:
+    """Count one write of the token against `limit`: locally when this process holds a slice
+    of the window, else by claiming one from the token's row. `RateLimited` beyond it; False
+    when the token was deleted meanwhile."""
+    if _claims.take(digest):
+        return True
+    _, claim_sql, claim_fast_sql = _token_sql()
+    size = max(1, limit // CLAIM_SHARE)
+    # In a caller's transaction the setting would reach the caller's own writes: not there.
+    sql = claim_sql if connection.in_atomic_block else claim_fast_sql
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"digest": digest, "n": size})
+        row = cursor.fetchone()
+    if row is None:  # revoked since it was authenticated
+        return False
+    count, retry_after = row
+    granted = min(size, limit - (count - size))  # what was left of the limit before this claim
+    if granted <= 0:
+        raise RateLimited(limit=limit, retry_after=retry_after)
+    if granted > 1:
+        _claims.grant(digest, left=granted - 1, seconds=retry_after)
+    return True
+
+
 def api_token_authenticate(*, key: str, write: bool = False):
     """The active user a key belongs to, or None; with `write`, the request is counted
     against the token's write rate and `RateLimited` raised beyond it.
@@ -120,26 +190,25 @@ def api_token_authenticate(*, key: str, write: bool = False):
     """
     if not key or len(key) > 128:
         return None
-    read_sql, write_sql, write_fast_sql = _token_sql()
+    try:
+        digest = _digest(key)
+    except UnicodeEncodeError:  # a lone surrogate: no key we issued
+        return None
+    read_sql, _, _ = _token_sql()
     User = get_user_model()
     # The primary, always: the statement writes, and a revoked token must stop at once
     # (a lagging replica would still know it).
     alias = router.db_for_write(ApiToken)
     connection = connections[alias]
-    limit = write_rate_per_minute() if write else 0
-    if limit > 0:
-        # In a caller's transaction the setting would reach the caller's own writes: not there.
-        sql = write_sql if connection.in_atomic_block else write_fast_sql
-    else:  # a read, or no limit: no count to keep, last_used_at at most once a minute
-        sql = read_sql
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"digest": _digest(key)})
+        cursor.execute(read_sql, {"digest": digest})
         row = cursor.fetchone()
     if row is None:
         return None
-    *fields, perms, count, retry_after = row
-    if limit > 0 and count > limit:
-        raise RateLimited(limit=limit, retry_after=retry_after)
+    *fields, perms = row
+    limit = write_rate_per_minute() if write else 0
+    if limit > 0 and not _claim_write(connection, digest, limit):
+        return None
     user = User.from_db(alias, _TOKEN_USER_FIELDS, fields)
     if perms is not None:
         user._perm_cache = set(perms)  # what ModelBackend.get_all_permissions would compute

@@ -146,8 +146,8 @@ GLOBAL_VARS: list[Var] = [
         "int",
         600,
         help="API writes allowed per token and minute (fixed one-minute windows counted on the token's row in the "
-        "shared database, so across every worker and instance); beyond it 429 rate_limited; 0 = no limit (and no "
-        "count: writes then cost what reads cost)",
+        "shared database, so across every worker and instance; workers claim 1/100 of it at a time); beyond it "
+        "429 rate_limited; 0 = no limit",
     ),
     Var(
         "API_FAST_LANE",

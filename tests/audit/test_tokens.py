@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from audit.models import ApiToken
-from audit.services import api_token_authenticate, api_token_create
+from audit.services import _digest, api_token_authenticate, api_token_create
 
 pytestmark = pytest.mark.django_db(databases=["default"])
 
@@ -119,6 +119,47 @@ def test_writes_beyond_the_rate_are_refused_until_the_next_window(settings):
     settings.API_WRITE_RATE_PER_MINUTE = 0  # no limit
     ApiToken.objects.update(write_window=ahead, write_count=10**6)
     assert api_token_authenticate(key=key, write=True) is not None
+
+
+def test_a_worker_claims_a_slice_of_the_rate_and_the_limit_still_holds(settings):
+    """Above CLAIM_SHARE writes a minute, a worker claims limit/CLAIM_SHARE writes per UPDATE
+    of the token row and spends them locally; the limit is never exceeded, and a claim near the
+    end of the budget gets only what is left."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from audit import services
+    from audit.services import CLAIM_SHARE, RateLimited
+
+    settings.API_WRITE_RATE_PER_MINUTE = 3 * CLAIM_SHARE  # a slice of 3 writes
+    key = api_token_create(user=get_user_model().objects.create_user("slicer"))
+    ahead = timezone.now().replace(microsecond=0) + timedelta(hours=1)
+    ApiToken.objects.update(write_window=ahead, write_count=0)
+    assert api_token_authenticate(key=key, write=True) is not None
+    assert _token_row(key).write_count == 3  # one claim of three
+    assert api_token_authenticate(key=key, write=True) and api_token_authenticate(key=key, write=True)
+    assert _token_row(key).write_count == 3  # spent locally: the row was not written
+    assert api_token_authenticate(key=key, write=True) is not None
+    assert _token_row(key).write_count == 6
+    # Another worker has claimed all but two writes: this one's claim gets those two and no more.
+    services._claims.clear()
+    limit = settings.API_WRITE_RATE_PER_MINUTE
+    ApiToken.objects.update(write_count=limit - 2)
+    assert api_token_authenticate(key=key, write=True) and api_token_authenticate(key=key, write=True)
+    with pytest.raises(RateLimited):
+        api_token_authenticate(key=key, write=True)
+    # A revoked token stops at once, even with writes left in this worker's slice.
+    services._claims.clear()
+    ApiToken.objects.update(write_count=0)
+    assert api_token_authenticate(key=key, write=True) is not None
+    ApiToken.objects.filter(digest=_digest(key)).delete()
+    assert api_token_authenticate(key=key, write=True) is None
+
+
+def test_a_key_that_is_not_text_we_could_have_issued_is_no_token():
+    assert api_token_authenticate(key="\ud800abc") is None
+    assert api_token_authenticate(key="x" * 129) is None
 
 
 @pytest.mark.django_db(databases=["default"], transaction=True)
