@@ -10,6 +10,16 @@ class AuditConfig(AppConfig):
         from audit import capture
 
         capture.connect_signals()
+        from django.contrib.auth.models import Permission
+        from django.contrib.contenttypes.models import ContentType
+        from django.db.models.signals import post_delete, post_migrate, post_save
+
+        from audit.services import forget_permission_names
+
+        for model in (Permission, ContentType):
+            post_save.connect(forget_permission_names, sender=model, dispatch_uid=f"tokens-{model.__name__}-save")
+            post_delete.connect(forget_permission_names, sender=model, dispatch_uid=f"tokens-{model.__name__}-del")
+        post_migrate.connect(forget_permission_names, dispatch_uid="tokens-migrate")
         checks.register(check_outboxes, checks.Tags.models)
 
 

@@ -51,12 +51,19 @@ def test_the_users_permissions_come_with_the_token_and_has_perm_costs_no_query()
     group.permissions.add(Permission.objects.get(content_type__app_label="blog", codename="change_post"))
     user.groups.add(group)
     key = api_token_create(user=user)
+    # The first use records last_used_at, and a process reads the permission names once.
+    api_token_authenticate(key=key)
     with CaptureQueriesContext(connections["default"]) as queries:
         found = api_token_authenticate(key=key)
         assert found.has_perm("market.view_account") and found.has_perm("blog.change_post")
         assert not found.has_perm("market.add_account")
     assert len(queries) == 1
     assert found.get_all_permissions() == ModelBackend().get_all_permissions(get_user_model().objects.get(pk=user.pk))
+    # A permission granted or revoked since counts at the next request (the ids come with every request).
+    grant(user, "market.add_account")
+    assert api_token_authenticate(key=key).has_perm("market.add_account")
+    user.groups.clear()
+    assert not api_token_authenticate(key=key).has_perm("blog.change_post")
     root = get_user_model().objects.create_superuser("root", "r@example.com", "x")
     assert api_token_authenticate(key=api_token_create(user=root)).has_perm("market.transfer_any_account")
 
