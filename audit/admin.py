@@ -14,7 +14,7 @@ from django.contrib.admin.utils import flatten
 from django.urls import reverse
 from django.utils.html import format_html
 
-from audit.models import ApiToken, AuditEvent
+from audit.models import AuditEvent
 
 
 def audit_history_url(obj) -> str:
@@ -97,22 +97,3 @@ class AuditHistoryAdminMixin:
         if "audit_history" not in shown:
             fieldsets.append(("History", {"fields": ["audit_history"]}))
         return fieldsets
-
-
-@admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
-    """Keys are created by `manage.py create_api_token` (shown once); here they can be listed and revoked
-    (as with `manage.py revoke_api_token`)."""
-
-    list_display = ("prefix", "user", "created_at", "last_used_at")
-    list_display_links = None
-    list_select_related = ("user",)
-    search_fields = ("prefix", "user__username")
-    exclude = ("digest", "write_window", "write_count")
-    readonly_fields = ("prefix", "user", "created_at", "last_used_at")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

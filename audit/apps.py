@@ -4,22 +4,18 @@ from django.core import checks
 
 class AuditConfig(AppConfig):
     name = "audit"
-    verbose_name = "Audit trail and API tokens"
+    verbose_name = "Audit trail"
 
     def ready(self):
-        from audit import capture
+        from audit import capture, relay
+        from audit.context import acting_as
+        from config.httpkit import http
+        from config.multidb import lifecycle
 
         capture.connect_signals()
-        from django.contrib.auth.models import Permission
-        from django.contrib.contenttypes.models import ContentType
-        from django.db.models.signals import post_delete, post_migrate, post_save
-
-        from audit.services import forget_permission_names
-
-        for model in (Permission, ContentType):
-            post_save.connect(forget_permission_names, sender=model, dispatch_uid=f"tokens-{model.__name__}-save")
-            post_delete.connect(forget_permission_names, sender=model, dispatch_uid=f"tokens-{model.__name__}-del")
-        post_migrate.connect(forget_permission_names, dispatch_uid="tokens-migrate")
+        lifecycle.on_job_exit(relay.flush_at_job_exit)
+        lifecycle.set_outbox_reader(relay.outbox_status)
+        http.add_request_context(acting_as)
         checks.register(check_outboxes, checks.Tags.models)
 
 

@@ -1,4 +1,4 @@
-"""Prometheus gauges of the audit outboxes (rendered by config/metrics.py with the rest).
+"""Prometheus gauges of the audit outboxes (rendered by config/multidb/metrics.py with the rest).
 
 In a multi-process server (PROMETHEUS_MULTIPROC_DIR set) every process reports
 what it last saw; the scrape keeps the largest value.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 
-from django.conf import settings
 from django.db import models
 
 
@@ -35,25 +34,3 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.model}#{self.object_pk} by {self.actor or '-'}"
-
-
-class ApiToken(models.Model):
-    """An API key, stored as its SHA-256 digest; the key itself is shown once."""
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
-    prefix = models.CharField(max_length=8, db_index=True)
-    digest = models.CharField(max_length=64, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    # Written by the authenticating statement itself (audit/services.py), at most once a
-    # minute, and by every claim of writes from the rate.
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    # The write rate limit: writes claimed in a fixed one-minute window, on the row every
-    # worker and instance authenticates against (so the limit holds across all of them).
-    write_window = models.DateTimeField(null=True, blank=True, editable=False)
-    write_count = models.IntegerField(default=0, db_default=0, editable=False)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return f"{self.prefix}… ({self.user})"

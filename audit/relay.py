@@ -31,8 +31,8 @@ from psycopg_pool import PoolTimeout
 
 from audit.models import AuditEvent
 from audit.outbox import OutboxEntry
-from config.breaker import DatabaseUnavailable, breaker_for
-from config.router import connected_to, home_alias, role_alias
+from config.multidb.resilience.breaker import DatabaseUnavailable, breaker_for
+from config.multidb.router import connected_to, home_alias, role_alias
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class Courier:
         # A command's events are delivered before it exits, when the shared database is up.
         if self._thread is not None and self._thread.is_alive() and (self._pending or self._busy):
             self.flush(EXIT_FLUSH_S)
-            from config.db import close_all_pools
+            from config.multidb.lifecycle import close_all_pools
 
             close_all_pools()
 
@@ -287,6 +287,11 @@ os.register_at_fork(after_in_child=_courier.reset_after_fork)
 def kick(alias: str) -> None:
     """Ask this process's relay thread to drain `alias` (called after a commit that wrote outbox rows)."""
     _courier.kick(alias)
+
+
+def flush_at_job_exit() -> None:
+    """A job's events go out before its pools close (registered with the platform's job exit)."""
+    flush(EXIT_FLUSH_S)
 
 
 def flush(timeout: float = 10.0) -> bool:

@@ -50,8 +50,8 @@ from django.http import JsonResponse  # noqa: E402
 from django.urls import resolve  # noqa: E402
 from psycopg_pool import ConnectionPool  # noqa: E402
 
-from config.db import close_all_pools  # noqa: E402
-from config.db_backend.base import check_with_deadline  # noqa: E402
+from config.multidb.backend.base import check_with_deadline  # noqa: E402
+from config.multidb.lifecycle import close_all_pools  # noqa: E402
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 3000
 IDS = [int(x) for x in (VAR / "user_ids.txt").read_text().split()]

@@ -360,7 +360,7 @@ def markdown(results: dict, chart_name: str | None) -> str:
         "- gthread workers with keep-alive clients could let one worker take most of wrk's connections,",
         "  halving throughput for that run (FACTS.md); `worker_connections` = threads x 1.5 in both",
         "  gunicorn configurations bounds that (bench/profile.md).",
-        "- `project` answers `GET /api/users/<id>` and transfers through the fast lane (config/fastlane.py);",
+        "- `project` answers `GET /api/users/<id>` and transfers through the fast lane (config/httpkit/fastlane.py);",
         "  `project_django` is the same server with `API_FAST_LANE=false`, so the gap between the two is",
         "  what Django's request path costs on these endpoints.",
         "- Where the time of a Django request goes, and what could be cut: `bench/profile.md`.",

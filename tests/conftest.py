@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     yield
-    from config.db import close_all_pools
+    from config.multidb.lifecycle import close_all_pools
 
     with django_db_blocker.unblock():
         close_all_pools()
@@ -28,7 +28,7 @@ def django_db_setup(django_db_setup, django_db_blocker):
 
 @pytest.fixture(autouse=True)
 def _closed_breakers():
-    from config import breaker
+    from config.multidb.resilience import breaker
 
     breaker.reset_all()
     yield

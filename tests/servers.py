@@ -128,7 +128,7 @@ def test_database_urls() -> dict[str, str]:
     from django.conf import settings
     from django.db import connections
 
-    from config.databases import TOPOLOGY
+    from config.topology import TOPOLOGY
 
     out = {}
     for domain in TOPOLOGY:

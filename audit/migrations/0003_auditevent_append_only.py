@@ -1,7 +1,7 @@
 """Audit events are append-only in the database: whoever the owner granted more than
 INSERT and SELECT (the app role, through `provision_roles`' default privileges when the
 roles were provisioned before this table existed) loses it. Deleting old events goes
-through the prune function `provision_roles` creates (config/roles.py)."""
+through the prune function `provision_roles` creates (config/multidb/ops/roles.py)."""
 
 from django.db import migrations
 

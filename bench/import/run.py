@@ -58,7 +58,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from config.env import read_dotenv  # noqa: E402
+from config.multidb.conf.env import read_dotenv  # noqa: E402
 
 VAR = ROOT / "var" / "bench" / "import"
 RESULTS = ROOT / "bench" / "results"
@@ -441,7 +441,7 @@ def pool_counters(port: int) -> dict[str, float]:
 
 
 def pool_max(env: dict[str, str], prefix: str) -> str:
-    return env.get(f"{prefix}_DATABASE_POOL_MAX_SIZE") or "8"  # config/databases.py's default
+    return env.get(f"{prefix}_DATABASE_POOL_MAX_SIZE") or "8"  # config/multidb/conf/databases.py's default
 
 
 def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:

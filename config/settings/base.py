@@ -1,10 +1,10 @@
 """Production settings. Everything variable comes from the environment through
-config/env.py and the topology in config/databases.py; a bad value stops the
+config/multidb/conf/env.py and the topology in config/multidb/conf/databases.py; a bad value stops the
 process here, before anything else runs."""
 
-from config import databases as topology
-from config.env import BASE_DIR, ConfigError, fail, read_dotenv
-from config.redact import redact_url
+from config.multidb.conf import databases as topology
+from config.multidb.conf.env import BASE_DIR, ConfigError, fail, read_dotenv
+from config.multidb.redact import redact_url
 
 read_dotenv()
 try:
@@ -21,10 +21,10 @@ DEBUG = ENV["DJANGO_DEBUG"]
 ALLOWED_HOSTS = ENV["DJANGO_ALLOWED_HOSTS"]
 APP_ROLE = ENV["APP_ROLE"]
 API_FAST_LANE = ENV["API_FAST_LANE"]
-DATABASE_ROUTERS = ["config.router.TopologyRouter"]
+DATABASE_ROUTERS = ["config.multidb.router.TopologyRouter"]
 DATABASE_BREAKER_FAILURES = ENV["DATABASE_BREAKER_FAILURES"]
 DATABASE_BREAKER_OPEN_SECONDS = ENV["DATABASE_BREAKER_OPEN_SECONDS"]
-# Bulkhead (config/db_backend/guard.py): in a web worker at most half the threads
+# Bulkhead (config/multidb/backend/guard.py): in a web worker at most half the threads
 # may be stuck in slow calls on any one database; other processes have no limit.
 DATABASE_BULKHEAD_LIMIT = max(ENV["WEB_THREADS"] // 2, 1) if APP_ROLE == "web" else 0
 
@@ -36,19 +36,22 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "axes",
-    "config",
+    "config.multidb",
+    "config.httpkit",
+    "config.users",
+    "config.demo",
     "audit",
     "blog",
     "market",
 ]
 
 MIDDLEWARE = [
-    "config.middleware.RequestMetricsMiddleware",  # outermost: sees every answer
+    "config.httpkit.middleware.RequestMetricsMiddleware",  # outermost: sees every answer
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "config.middleware.DatabaseErrorMiddleware",
+    "config.httpkit.middleware.DatabaseErrorMiddleware",
     # Before anything that reads: opens the read scope (replicas, read-your-writes cookie).
-    "config.middleware.ReadYourWritesMiddleware",
+    "config.httpkit.middleware.ReadYourWritesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -62,11 +65,11 @@ MIDDLEWARE = [
 # The stack of `/api/`, `/healthz`, `/readyz` and `/metrics` (config/wsgi.py): token-authenticated
 # JSON needs no sessions, CSRF, messages, frame options, login throttling or static files.
 API_MIDDLEWARE = [
-    "config.middleware.RequestMetricsMiddleware",
+    "config.httpkit.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "config.middleware.AllowedHostsMiddleware",
-    "config.middleware.DatabaseErrorMiddleware",
-    "config.middleware.ReadYourWritesMiddleware",
+    "config.httpkit.middleware.AllowedHostsMiddleware",
+    "config.httpkit.middleware.DatabaseErrorMiddleware",
+    "config.httpkit.middleware.ReadYourWritesMiddleware",
 ]
 
 AUTHENTICATION_BACKENDS = [
@@ -77,9 +80,9 @@ AXES_FAILURE_LIMIT = 5
 AXES_COOLOFF_TIME = 0.25  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # The address counted is REMOTE_ADDR, or X-Forwarded-For only behind a declared proxy: a forged header
-# can neither lock out another address nor dodge the count (config/clientip.py).
+# can neither lock out another address nor dodge the count (config/httpkit/clientip.py).
 TRUSTED_PROXY_COUNT = ENV["DJANGO_TRUSTED_PROXY_COUNT"]
-AXES_CLIENT_IP_CALLABLE = "config.clientip.client_ip"
+AXES_CLIENT_IP_CALLABLE = "config.httpkit.clientip.client_ip"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -138,9 +141,9 @@ if ENV["DJANGO_HTTPS"]:
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 
-# Debug page and error reports: passwords masked wherever they appear (config/redact.py).
-DEFAULT_EXCEPTION_REPORTER_FILTER = "config.redact.RedactingFilter"
-DEFAULT_EXCEPTION_REPORTER = "config.redact.RedactingReporter"
+# Debug page and error reports: passwords masked wherever they appear (config/multidb/redact.py).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "config.multidb.redact.RedactingFilter"
+DEFAULT_EXCEPTION_REPORTER = "config.multidb.redact.RedactingReporter"
 
 LOGGING = {
     "version": 1,
@@ -152,7 +155,8 @@ LOGGING = {
         "config": {"level": "INFO"},
         "audit": {"level": "INFO"},
         "psycopg.pool": {"level": "ERROR"},
-        # A traceback per forged Host; config.http.bad_request logs one line naming DJANGO_ALLOWED_HOSTS instead.
+        # A traceback per forged Host; config.httpkit.http.bad_request logs one line naming
+        # DJANGO_ALLOWED_HOSTS instead.
         "django.security.DisallowedHost": {"level": "CRITICAL"},
     },
 }

@@ -12,9 +12,9 @@ from django.utils import timezone
 
 from audit.admin import AuditHistoryAdminMixin
 from audit.models import AuditEvent
-from audit.services import api_token_create
 from blog.models import AuditOutbox as BlogOutbox
 from blog.models import Post, Tag
+from config.users.tokens import api_token_create
 from market.models import AuditOutbox as MarketOutbox
 from market.models import Product
 
@@ -80,9 +80,9 @@ def test_the_mixin_adds_the_link_to_a_model_admin(admin_user):
 def test_api_tokens_are_listed_without_their_digest(admin_client, admin_user):
     api_token_create(user=admin_user)
     token = admin_user.api_tokens.get()
-    page = admin_client.get("/admin/audit/apitoken/").content.decode()
+    page = admin_client.get("/admin/users/apitoken/").content.decode()
     assert token.prefix in page and token.digest not in page
-    assert admin_client.get("/admin/audit/apitoken/add/").status_code == 403
+    assert admin_client.get("/admin/users/apitoken/add/").status_code == 403
 
 
 def test_admin_add_change_delete_are_one_event_each_naming_the_admin(admin_client, admin_user):

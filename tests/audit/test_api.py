@@ -13,7 +13,7 @@ pytestmark = pytest.mark.cluster
 
 USERS = """
 from django.contrib.auth import get_user_model
-from audit.services import api_token_create
+from config.users.tokens import api_token_create
 User = get_user_model()
 from tests.perms import grant
 staff = User.objects.filter(username="auditor").first() or User.objects.create_user(

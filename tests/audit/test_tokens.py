@@ -3,8 +3,8 @@
 import pytest
 from django.contrib.auth import get_user_model
 
-from audit.models import ApiToken
-from audit.services import _digest, api_token_authenticate, api_token_create
+from config.users.models import ApiToken
+from config.users.tokens import _digest, api_token_authenticate, api_token_create
 
 pytestmark = pytest.mark.django_db(databases=["default"])
 
@@ -72,7 +72,7 @@ def test_the_users_permissions_come_with_the_token_and_has_perm_costs_no_query()
 
 
 def _token_row(key: str) -> ApiToken:
-    from audit.services import _digest
+    from config.users.tokens import _digest
 
     return ApiToken.objects.get(digest=_digest(key))
 
@@ -106,7 +106,7 @@ def test_writes_beyond_the_rate_are_refused_until_the_next_window(settings):
 
     from django.utils import timezone
 
-    from audit.services import RateLimited
+    from config.users.tokens import RateLimited
 
     settings.API_WRITE_RATE_PER_MINUTE = 3
     key = api_token_create(user=get_user_model().objects.create_user("writer"))
@@ -136,8 +136,8 @@ def test_a_worker_claims_a_slice_of_the_rate_and_the_limit_still_holds(settings)
 
     from django.utils import timezone
 
-    from audit import services
-    from audit.services import CLAIM_SHARE, RateLimited
+    from config.users import tokens as services
+    from config.users.tokens import CLAIM_SHARE, RateLimited
 
     settings.API_WRITE_RATE_PER_MINUTE = 3 * CLAIM_SHARE  # a slice of 3 writes
     key = api_token_create(user=get_user_model().objects.create_user("slicer"))
@@ -179,7 +179,7 @@ def test_concurrent_writes_are_counted_exactly_once_each(settings):
     from django.db import connections
     from django.utils import timezone
 
-    from audit.services import RateLimited
+    from config.users.tokens import RateLimited
 
     settings.API_WRITE_RATE_PER_MINUTE = 5
     key = api_token_create(user=get_user_model().objects.create_user("burst"))

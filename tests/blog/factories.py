@@ -7,9 +7,9 @@ import datetime as dt
 import factory
 from django.contrib.auth import get_user_model
 
-from audit.services import api_token_create
 from blog import services
 from blog.models import Post
+from config.users.tokens import api_token_create
 
 
 class UserFactory(factory.django.DjangoModelFactory):

@@ -5,7 +5,7 @@ import signal
 import pytest
 from django.db import connections
 
-from config.router import connected_to
+from config.multidb.router import connected_to
 from tests.conftest import manage, project_env
 from tests.servers import Gunicorn, cluster_env, http, test_database_urls
 

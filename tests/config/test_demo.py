@@ -2,7 +2,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from blog.models import Post
-from config import demo
+from config.demo import data as demo
 from market.models import Account, Product
 
 

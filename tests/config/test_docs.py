@@ -1,4 +1,4 @@
-"""The docs that list configuration are generated from config/databases.py and must not drift."""
+"""The docs that list configuration are generated from config/multidb/conf/databases.py and must not drift."""
 
 import subprocess
 import sys

@@ -78,7 +78,7 @@ def test_gunicorn_stops_naming_the_variable(overrides, expected):
 
 
 def test_real_environment_wins_over_dotenv(tmp_path, monkeypatch):
-    from config.env import read_dotenv
+    from config.multidb.conf.env import read_dotenv
 
     dotenv = tmp_path / ".env"
     dotenv.write_text("BLOG_DATABASE_POOL_MAX_SIZE=3\nBLOG_DATABASE_POOL_MIN_SIZE=1\n")

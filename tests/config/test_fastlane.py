@@ -1,4 +1,4 @@
-"""The fast lane (config/fastlane.py) answers exactly what Django's path answers, or steps aside.
+"""The fast lane (config/httpkit/fastlane.py) answers exactly what Django's path answers, or steps aside.
 
 Each request is sent to both, in-process against the test database: the
 project's WSGI application (lane first) and the API handler alone (Django's
@@ -17,9 +17,10 @@ from django.test import override_settings
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from audit.services import api_token_create
-from config import breaker, replicas
-from config.fastlane import Lane
+from config.httpkit.fastlane import Lane
+from config.multidb import replicas
+from config.multidb.resilience import breaker
+from config.users.tokens import api_token_create
 from config.wsgi import ApiHandler, dispatcher
 from market.models import Account, AuditOutbox, Transfer
 from tests.wsgicall import call, environ
@@ -322,8 +323,8 @@ def test_who_may_move_money_is_the_same_in_the_lane_and_django(owner, accounts, 
 
 def _exhaust(token: str) -> None:
     """Pin the token's write window an hour ahead, full: no clock can make the next write pass."""
-    from audit.models import ApiToken
-    from audit.services import _digest
+    from config.users.models import ApiToken
+    from config.users.tokens import _digest
 
     ApiToken.objects.filter(digest=_digest(token)).update(
         write_window=timezone.now().replace(microsecond=0) + timedelta(hours=1), write_count=5

@@ -6,7 +6,7 @@ import uuid
 import pytest
 from django.db import connections
 
-from config.databases import PREPARE_AFTER
+from config.multidb.conf.databases import PREPARE_AFTER
 
 pytestmark = pytest.mark.django_db(databases=["default"], transaction=True)
 

@@ -8,7 +8,7 @@ from django.apps import apps
 from django.conf import settings
 from django.db import connections, router
 
-from config.router import TopologyRouter, connected_to, home_alias
+from config.multidb.router import TopologyRouter, connected_to, home_alias
 from tests.conftest import manage, project_env
 
 SHARED_APPS = {"auth", "contenttypes", "sessions", "admin", "audit", "axes"}

@@ -6,7 +6,7 @@ import time
 import psycopg
 import pytest
 
-from config.db_backend.base import check_on_checkout
+from config.multidb.backend.base import check_on_checkout
 from tests.pgcluster import wait_for
 
 

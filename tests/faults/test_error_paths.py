@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import connections
 from django.test import Client, override_settings
 
-from config.breaker import breaker_for
+from config.multidb.resilience.breaker import breaker_for
 
 SESSION_COOKIE = "0123456789abcdefghijklmnopqrstuv"
 

@@ -9,9 +9,9 @@ import threading
 import psycopg
 import pytest
 
-from config.breaker import Breaker, DatabaseUnavailable
-from config.db_backend.base import check_with_deadline
-from config.db_backend.guard import SLOW_CALL_S, Guard, socket_identity
+from config.multidb.backend.base import check_with_deadline
+from config.multidb.backend.guard import SLOW_CALL_S, Guard, socket_identity
+from config.multidb.resilience.breaker import Breaker, DatabaseUnavailable
 from tests.pgcluster import wait_for
 
 pytestmark = pytest.mark.cluster

@@ -16,7 +16,7 @@ def job_env() -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def _no_pools_of_our_own(django_db_blocker):
     """These tests count the job subprocess's connections: give back this process's first."""
-    from config.db import close_all_pools
+    from config.multidb.lifecycle import close_all_pools
 
     with django_db_blocker.unblock():
         close_all_pools()

@@ -1,5 +1,5 @@
 """`import_products --nice N` also lowers the priority of its own PostgreSQL backend
-when the server runs on this host (config/backend_priority.py), read back from
+when the server runs on this host (config/multidb/backend/priority.py), read back from
 /proc/<pid>/stat of the server process, and puts it back afterwards."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 import pytest
 from django.db import connections
 
-from config.router import connected_to
+from config.multidb.router import connected_to
 from market import imports
 from tests.jobs.helpers import (
     jobs_backend_pids,

@@ -342,7 +342,7 @@ def test_through_a_transaction_pooler_the_lock_needs_the_direct_url(tmp_path, jo
 
     assert first.returncode == 0, first.stderr
     assert "10,000 created" in first.stdout
-    # A pooler's server session is shared: the job does not renice it (config/backend_priority.py).
+    # A pooler's server session is shared: the job does not renice it (config/multidb/backend/priority.py).
     assert "database backend priority left as it is: behind a transaction pooler" in first.stderr
     assert "lowered the CPU priority of its database backend" not in first.stderr
     assert again.returncode == 0, again.stderr

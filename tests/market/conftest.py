@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.db import connections
 from django.test import Client
 
-from audit.services import api_token_create
+from config.users.tokens import api_token_create
 from tests.perms import grant
 
 THREADS = 8
@@ -117,7 +117,7 @@ def wide_pools():
     built lazily from these settings, so closing them and editing the settings
     gives the test its own pools; the originals come back afterwards.
     """
-    from config.db import close_all_pools
+    from config.multidb.lifecycle import close_all_pools
 
     saved = []
     close_all_pools()

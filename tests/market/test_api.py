@@ -139,7 +139,7 @@ def test_order_takes_stock_and_answers_with_lines(api, buyer, widget, gadget):
 
 def test_an_order_is_visible_to_its_buyer_and_holders_of_view_order(api, staff_api, operator_api, root_api, widget):
     order_id = api.post("/api/market/orders", {"items": [{"sku": "WID-1", "quantity": 1}]}).json()["data"]["id"]
-    from audit.services import api_token_create
+    from config.users.tokens import api_token_create
     from tests.market.conftest import make_user
 
     other = Api(api_token_create(user=make_user("other")))
@@ -226,7 +226,7 @@ def test_a_holder_of_add_account_opens_an_account_for_a_user_who_then_reads_it(o
 
 
 def test_an_account_is_private_to_its_owner_and_holders_of_view_account(buyer, api, staff_api, root_api):
-    from audit.services import api_token_create
+    from config.users.tokens import api_token_create
     from tests.market.conftest import make_user
 
     mine = Account.objects.create(balance_cents=10, owner_id=buyer.pk)
@@ -368,7 +368,7 @@ def test_unknown_account_in_a_transfer_is_404(api, accounts):
 def test_money_leaves_an_account_only_for_its_owner_or_transfer_any_account(
     api, buyer, staff_api, operator_api, root_api, accounts
 ):
-    from audit.services import api_token_create
+    from config.users.tokens import api_token_create
     from market.models import AuditOutbox
     from tests.market.conftest import make_user
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import IntegrityError, connections, router
 
-from config.db import atomic_for
+from config.multidb.lifecycle import atomic_for
 from market.models import Account, Product, Transfer
 
 pytestmark = pytest.mark.django_db(databases=["market"])

@@ -119,7 +119,7 @@ def test_the_transfer_any_account_permission_moves_money_out_of_any_account():
 
 
 def test_through_the_api_the_market_database_sees_one_statement():
-    from audit.services import api_token_create
+    from config.users.tokens import api_token_create
 
     user = make_user("payer")
     api = Api(api_token_create(user=user))

@@ -180,7 +180,7 @@ import json, os, threading
 started = []
 start = threading.Thread.start
 threading.Thread.start = lambda self: (started.append(self.name), start(self))[1]
-from config.boot import boot_checks
+from config.multidb.ops.boot import boot_checks
 problems = boot_checks(workers=1, threads=2)
 print(json.dumps({"problems": problems, "started": started, "tasks": len(os.listdir("/proc/self/task"))}))
 """

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from config.safety import bind_host, is_local_host, secret_key_problem
+from config.multidb.ops.safety import bind_host, is_local_host, secret_key_problem
 from tests.ops.conftest import uses_test_databases
 from tests.ops.test_boot import boot_and_wait, failures
 from tests.servers import ROOT, http

@@ -1,11 +1,11 @@
-"""The connection budget: arithmetic (config/budget.py) and `manage.py dbbudget` against a real server,
+"""The connection budget: arithmetic (config/multidb/ops/budget.py) and `manage.py dbbudget` against a real server,
 directly and behind a real PgBouncer."""
 
 import json
 
 import pytest
 
-from config.budget import Limits, Target, format_table, per_process, plan, problems
+from config.multidb.ops.budget import Limits, Target, format_table, per_process, plan, problems
 from tests.conftest import manage
 from tests.ops.conftest import DIRECT_PASSWORD, pooled_env
 from tests.servers import cluster_env

@@ -49,7 +49,7 @@ def make_superuser_token(env: dict[str, str], username: str = "staff") -> dict:
         env,
         f"""
         from django.contrib.auth import get_user_model
-        from audit.services import api_token_create
+        from config.users.tokens import api_token_create
         user, _ = get_user_model().objects.get_or_create(
             username={username!r}, defaults={{"is_staff": True, "is_superuser": True}})
         out["key"] = api_token_create(user=user)

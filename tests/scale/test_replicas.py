@@ -88,9 +88,9 @@ def test_replica_reads_and_what_stays_on_the_primary(primary, healthy):
         out = run_django(
             env,
             """
-            from config import replicas
-            from config.db import atomic_for
-            from config.router import connected_to
+            from config.multidb import replicas
+            from config.multidb.lifecycle import atomic_for
+            from config.multidb.router import connected_to
             from market.models import Product
 
             Product.objects.create(sku="route-1", name="only on the primary", price_cents=100, stock=5)
@@ -137,7 +137,7 @@ def test_writes_through_a_replica_alias_are_refused_before_the_server(primary, h
         env,
         """
         from django.db import connections, transaction
-        from config.replicas import WriteOnReplica
+        from config.multidb.replicas import WriteOnReplica
         from market.models import Product
 
         attempts = {
@@ -236,7 +236,7 @@ def test_lag_is_measured_by_wal_position_and_the_replica_comes_back(primary, hea
         f"""
         import time
         import psycopg
-        from config import replicas
+        from config.multidb import replicas
         from market.models import Product
 
         replicas.STATUS_TTL_S = 0  # a fresh probe on every call
@@ -331,7 +331,7 @@ def test_a_replica_failing_mid_request_is_retried_on_the_primary(primary, health
             f"""
             import os, time
             from django.test import Client
-            from config import replicas
+            from config.multidb import replicas
 
             replicas.STATUS_TTL_S = 3600  # trust the first probe: the router keeps choosing the replica
             client = Client()

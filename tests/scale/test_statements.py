@@ -1,8 +1,8 @@
-"""The pure pieces of config/replicas.py: WAL positions and which statements count as writes."""
+"""The pure pieces of config/multidb/replicas.py: WAL positions and which statements count as writes."""
 
 import pytest
 
-from config.replicas import format_lsn, is_read_only_sql, parse_lsn, writes_data
+from config.multidb.replicas import format_lsn, is_read_only_sql, parse_lsn, writes_data
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ def test_the_recipe_adds_a_fourth_database(checkout):
     # 2. INSTALLED_APPS, 3. the topology
     edit(root / "config" / "settings" / "base.py", '    "market",\n', '    "market",\n    "billing",\n')
     edit(
-        root / "config" / "databases.py",
+        root / "config" / "topology.py",
         '    Domain("market", "MARKET", ("market",)),\n',
         '    Domain("market", "MARKET", ("market",)),\n    Domain("billing", "BILLING", ("billing",)),\n',
     )

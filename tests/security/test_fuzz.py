@@ -6,7 +6,7 @@ config/wsgi.py serves /api/ with), on the real test databases, as a superuser, a
 invalid token and anonymous. Bodies, path parameters, query strings and headers mix plausible values
 with what breaks naive code: NUL, unpaired surrogates (as JSON's "\\ud800" escapes), non-ASCII
 digits, whitespace and newlines around keys, over-long and slug-lengthening text, huge and
-non-integer numbers, nested junk. The fast lane (config/fastlane.py) gets its own test: it answers
+non-integer numbers, nested junk. The fast lane (config/httpkit/fastlane.py) gets its own test: it answers
 like Django or steps aside.
 
 Reproducible: derandomized, no example database. FUZZ_EXAMPLES=2000 searches harder.
@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from audit.services import api_token_create
 from blog import services as blog_services
+from config.users.tokens import api_token_create
 from market.models import SKU_RE, Account, Product
 from tests.wsgicall import call, environ
 
@@ -402,7 +402,7 @@ def lane_requests(draw):
 @pytest.mark.django_db(databases=["default", "market"], transaction=True)
 @override_settings(API_WRITE_RATE_PER_MINUTE=0)  # the fuzzer writes faster than any client may
 def test_the_fast_lane_answers_like_django_or_steps_aside():
-    from config.fastlane import Lane
+    from config.httpkit.fastlane import Lane
     from config.wsgi import ApiHandler
 
     root = get_user_model().objects.create_superuser("lane-root", "root@example.com", "x")

@@ -1,6 +1,6 @@
 """Malformed input answers 400 invalid_request naming the field, before anything is written.
 
-Each case here answered 500 (or was stored as is) before the input rules of config/http.py.
+Each case here answered 500 (or was stored as is) before the input rules of config/httpkit/http.py.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from audit.services import api_token_create
 from blog.models import Post, Tag
+from config.users.tokens import api_token_create
 from market.models import Account, Order, Product, Transfer
 from tests.wsgicall import call, environ
 
@@ -239,7 +239,7 @@ def _call(app, env: dict):
 
 @pytest.mark.django_db(databases=["default", "market"], transaction=True)
 def test_the_fast_lane_refuses_malformed_transfers_as_django_does():
-    from config.fastlane import Lane
+    from config.httpkit.fastlane import Lane
     from config.wsgi import ApiHandler
 
     user = get_user_model().objects.create_superuser("lane-root", "l@example.com", "x")

@@ -12,9 +12,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from audit.services import api_token_create
 from blog.models import Post
 from blog.services import post_create
+from config.users.tokens import api_token_create
 from market.models import Account, AuditOutbox, Order, Product, Transfer
 from tests.perms import grant
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import CommandError
 
 from audit.services import AuditPruneRefused, audit_events_prune
-from config.jobs import JobCommand
+from config.multidb.jobs import JobCommand
 
 
 def _days(text: str) -> int:
