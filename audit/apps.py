@@ -9,13 +9,13 @@ class AuditConfig(AppConfig):
     def ready(self):
         from audit import capture, relay
         from audit.context import acting_as
-        from config.httpkit import http
+        from config.httpkit import auth
         from config.multidb import lifecycle
 
         capture.connect_signals()
         lifecycle.on_job_exit(relay.flush_at_job_exit)
         lifecycle.set_outbox_reader(relay.outbox_status)
-        http.add_request_context(acting_as)
+        auth.add_request_context(acting_as)
         checks.register(check_outboxes, checks.Tags.models)
 
 

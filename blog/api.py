@@ -12,17 +12,9 @@ from django.http import JsonResponse
 
 from blog import selectors, services
 from blog.models import SLUG_MAX_LENGTH, TAG_NAME_MAX_LENGTH, TITLE_MAX_LENGTH, Post
-from config.httpkit.http import (
-    ApiError,
-    clean_key,
-    clean_text,
-    json_body,
-    query_int,
-    query_key,
-    require_str,
-    token_optional,
-    token_required,
-)
+from config.httpkit.auth import token_optional, token_required
+from config.httpkit.errors import ApiError
+from config.httpkit.parsing import clean_key, clean_text, json_body, query_int, query_key, require_str
 
 LIMIT_DEFAULT = 20
 LIMIT_MAX = 100

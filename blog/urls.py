@@ -1,7 +1,7 @@
 from django.urls import path
 
 from blog import api
-from config.httpkit.http import methods
+from config.httpkit.routing import methods
 
 urlpatterns = [
     path("posts", methods(get=api.post_list, post=api.post_create)),

@@ -3,9 +3,9 @@ from django.urls import include, path
 
 from config.httpkit import pages, views
 
-handler400 = "config.httpkit.http.bad_request"
-handler404 = "config.httpkit.http.not_found"
-handler500 = "config.httpkit.http.server_error"
+handler400 = "config.httpkit.errors.bad_request"
+handler404 = "config.httpkit.errors.not_found"
+handler500 = "config.httpkit.errors.server_error"
 
 urlpatterns = [
     path("", pages.home),

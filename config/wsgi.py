@@ -19,8 +19,6 @@ import django  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 
-API_PREFIXES = ("/api/", "/healthz", "/readyz", "/metrics")
-
 
 class ApiHandler(WSGIHandler):
     def load_middleware(self, is_async=False):
@@ -56,6 +54,7 @@ def dispatcher(api, site, lane=None):
 
 django.setup(set_prefix=False)
 
-from config.httpkit.fastlane import Lane  # noqa: E402  (needs the settings)
+from config.httpkit.errors import API_PREFIXES  # noqa: E402  (needs the settings)
+from config.httpkit.fastlane import Lane  # noqa: E402
 
 application = dispatcher(ApiHandler(), WSGIHandler(), Lane() if settings.API_FAST_LANE else None)

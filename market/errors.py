@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from config.httpkit.http import ApiError
+from config.httpkit.errors import ApiError
 
 
 class MarketError(ApiError):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from django.http import JsonResponse
 
-from config.httpkit.http import clean_key, json_body, methods, query_int, query_key, token_required
+from config.httpkit.auth import token_required
+from config.httpkit.parsing import clean_key, json_body, query_int, query_key
+from config.httpkit.routing import methods
 from market import selectors, services
 from market.errors import InvalidRequest
 from market.models import SKU_DESCRIPTION, SKU_MAX_LENGTH, SKU_RE

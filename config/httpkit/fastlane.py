@@ -43,7 +43,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
 from django.http.request import split_domain_port, validate_host
 
-from config.httpkit.http import error_response, response_for_database_error, token_user
+from config.httpkit.auth import token_user
+from config.httpkit.errors import error_response, response_for_database_error
 from config.multidb import metrics, replicas
 
 log = logging.getLogger("django.request")  # where Django logs 4xx/5xx answers
@@ -148,7 +149,7 @@ class Lane:
                 log.exception("unexpected error in the fast lane: %s", path)  # a write never runs twice
                 response = error_response(
                     500, "internal_error", "unexpected error"
-                )  # as config.httpkit.http.server_error
+                )  # as config.httpkit.errors.server_error
             status, content = response.status_code, response.content
             headers = [*response.items(), *self._security_headers(secure), ("Content-Length", str(len(content)))]
             metrics.record_request(path, status, route.route, started, response=response)

@@ -10,7 +10,7 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError
 
-from config.httpkit.http import response_for_database_error
+from config.httpkit.errors import response_for_database_error
 from config.multidb import replicas
 from config.multidb.resilience.breaker import DatabaseUnavailable
 

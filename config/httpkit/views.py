@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -10,7 +9,8 @@ from django.conf import settings
 from django.db import connections
 from django.http import HttpResponse, JsonResponse
 
-from config.httpkit.http import error_response
+from config.httpkit.auth import credentials_match
+from config.httpkit.errors import error_response
 from config.multidb.backend.base import check_with_deadline
 from config.multidb.ops.probe import probe
 from config.multidb.resilience.breaker import DatabaseUnavailable, breaker_for
@@ -83,7 +83,7 @@ def metrics(request):
     from config.multidb import metrics as m
 
     token = settings.ENV["METRICS_TOKEN"]
-    if token and not _bearer_matches(request.headers.get("Authorization", ""), token):
+    if token and not credentials_match(request.headers.get("Authorization", ""), "Bearer", token):
         return error_response(
             401,
             "not_authenticated",
@@ -92,9 +92,3 @@ def metrics(request):
         )
     body, content_type = m.render()
     return HttpResponse(body, content_type=content_type)
-
-
-def _bearer_matches(header: str, token: str) -> bool:
-    scheme, _, given = header.partition(" ")
-    # compare_digest: the time taken does not tell how much of a guess was right.
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())

@@ -155,7 +155,7 @@ LOGGING = {
         "config": {"level": "INFO"},
         "audit": {"level": "INFO"},
         "psycopg.pool": {"level": "ERROR"},
-        # A traceback per forged Host; config.httpkit.http.bad_request logs one line naming
+        # A traceback per forged Host; config.httpkit.errors.bad_request logs one line naming
         # DJANGO_ALLOWED_HOSTS instead.
         "django.security.DisallowedHost": {"level": "CRITICAL"},
     },

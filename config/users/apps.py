@@ -13,11 +13,11 @@ class UsersConfig(AppConfig):
         from django.contrib.contenttypes.models import ContentType
         from django.db.models.signals import post_delete, post_migrate, post_save
 
-        from config.httpkit import fastlane, http
+        from config.httpkit import auth, fastlane
         from config.users.fastlane import ROUTE
         from config.users.tokens import api_token_authenticate, forget_permission_names
 
-        http.set_token_authenticator(api_token_authenticate)
+        auth.set_token_authenticator(api_token_authenticate)
         fastlane.register(ROUTE)
         for model in (Permission, ContentType):
             post_save.connect(forget_permission_names, sender=model, dispatch_uid=f"tokens-{model.__name__}-save")

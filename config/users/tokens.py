@@ -14,7 +14,7 @@ from django.contrib.auth.models import Group, Permission
 from django.contrib.contenttypes.models import ContentType
 from django.db import connections, router, transaction
 
-from config.httpkit.http import ApiError
+from config.httpkit.errors import ApiError
 from config.users.models import ApiToken
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.http import JsonResponse
 
-from config.httpkit.http import error_response, token_optional
+from config.httpkit.auth import token_optional
+from config.httpkit.errors import error_response
 from config.users.selectors import user_get_public
 
 

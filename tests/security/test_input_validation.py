@@ -1,6 +1,6 @@
 """Malformed input answers 400 invalid_request naming the field, before anything is written.
 
-Each case here answered 500 (or was stored as is) before the input rules of config/httpkit/http.py.
+Each case here answered 500 (or was stored as is) before the input rules of config/httpkit/parsing.py.
 """
 
 from __future__ import annotations
