@@ -41,20 +41,25 @@ class ApiHandler(WSGIHandler):
 
 def dispatcher(api, site, lane=None):
     def application(environ, start_response):
-        if environ.get("PATH_INFO", "").startswith(API_PREFIXES):
-            if lane is not None:
-                answer = lane(environ, start_response)
-                if answer is not None:
-                    return answer
-            return api(environ, start_response)
-        return site(environ, start_response)
+        # One id per request, bound around all of it: Django logs a 4xx/5xx after the
+        # middleware returned, and that line must carry the id too.
+        request_id = environ[requestid.ENVIRON_KEY] = requestid.from_header(environ.get(requestid.META_KEY))
+        with requestid.bound(request_id):
+            if environ.get("PATH_INFO", "").startswith(API_PREFIXES):
+                if lane is not None:
+                    answer = lane(environ, start_response)
+                    if answer is not None:
+                        return answer
+                return api(environ, start_response)
+            return site(environ, start_response)
 
     return application
 
 
 django.setup(set_prefix=False)
 
-from config.httpkit.errors import API_PREFIXES  # noqa: E402  (needs the settings)
+from config.httpkit import requestid  # noqa: E402  (needs the settings)
+from config.httpkit.errors import API_PREFIXES  # noqa: E402
 from config.httpkit.fastlane import Lane  # noqa: E402
 
 application = dispatcher(ApiHandler(), WSGIHandler(), Lane() if settings.API_FAST_LANE else None)

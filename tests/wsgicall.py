@@ -22,6 +22,8 @@ def environ(path: str, method: str = "GET", host: str = "127.0.0.1", body: bytes
         "wsgi.input": io.BytesIO(body),
         "wsgi.errors": sys.stderr,
         "wsgi.url_scheme": "http",
+        # One id for both paths, so the lane's and Django's answers compare byte for byte.
+        "HTTP_X_REQUEST_ID": "test-request-1",
     }
     if body:
         env.update(CONTENT_TYPE="application/json", CONTENT_LENGTH=str(len(body)))

@@ -14,6 +14,7 @@ from django.db import InterfaceError, InternalError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
+from config.httpkit import requestid
 from config.multidb.resilience.breaker import DatabaseUnavailable
 
 # The paths config/wsgi.py sends through the API stack.
@@ -30,9 +31,17 @@ class ApiError(Exception):
         self.extra = extra
 
 
+def error_body(code: str, message: str, **extra: Any) -> dict:
+    """The one error shape: {"error": {"code", "message", ...extra, "request_id"}}."""
+    error = {"code": code, "message": message, **extra}
+    request_id = requestid.current()
+    if request_id is not None:  # always, inside a request
+        error["request_id"] = request_id
+    return {"error": error}
+
+
 def error_response(status: int, code: str, message: str, headers: dict | None = None, **extra: Any) -> JsonResponse:
-    body = {"error": {"code": code, "message": message, **extra}}
-    return JsonResponse(body, status=status, headers=headers)
+    return JsonResponse(error_body(code, message, **extra), status=status, headers=headers)
 
 
 def invalid(field: str, message: str, **extra: Any) -> ApiError:

@@ -43,6 +43,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
 from django.http.request import split_domain_port, validate_host
 
+from config.httpkit import requestid
 from config.httpkit.auth import token_user
 from config.httpkit.errors import error_response, response_for_database_error
 from config.multidb import metrics, replicas
@@ -135,9 +136,11 @@ class Lane:
         secure = self._is_secure(environ)
         if self._redirect and not secure:
             return None
-        return self._serve(route, Request(environ, match), path, secure, start_response)
+        request_id = requestid.of(environ)
+        with requestid.bound(request_id):
+            return self._serve(route, Request(environ, match), path, secure, request_id, start_response)
 
-    def _serve(self, route: Route, request: Request, path: str, secure: bool, start_response):
+    def _serve(self, route: Route, request: Request, path: str, secure: bool, request_id: str, start_response):
         started = metrics.request_started()
         try:
             answer = route.handler(request)
@@ -152,6 +155,7 @@ class Lane:
                 )  # as config.httpkit.errors.server_error
             status, content = response.status_code, response.content
             headers = [*response.items(), *self._security_headers(secure), ("Content-Length", str(len(content)))]
+            headers.append((requestid.HEADER, request_id))
             metrics.record_request(path, status, route.route, started, response=response)
         else:
             if answer is None:
@@ -159,6 +163,7 @@ class Lane:
             status, body, extra = answer
             content = _ENCODER.encode(body).encode()  # as JsonResponse
             headers = [_JSON, *extra.items(), *self._security_headers(secure), ("Content-Length", str(len(content)))]
+            headers.append((requestid.HEADER, request_id))
             metrics.record_request(path, status, route.route, started)
         finally:
             for alias in route.aliases:

@@ -46,7 +46,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "config.httpkit.middleware.RequestMetricsMiddleware",  # outermost: sees every answer
+    "config.httpkit.requestid.RequestIdMiddleware",  # outermost: every answer and log line has the id
+    "config.httpkit.middleware.RequestMetricsMiddleware",  # sees every answer
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "config.httpkit.middleware.DatabaseErrorMiddleware",
@@ -65,6 +66,7 @@ MIDDLEWARE = [
 # The stack of `/api/`, `/healthz`, `/readyz` and `/metrics` (config/wsgi.py): token-authenticated
 # JSON needs no sessions, CSRF, messages, frame options, login throttling or static files.
 API_MIDDLEWARE = [
+    "config.httpkit.requestid.RequestIdMiddleware",
     "config.httpkit.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.httpkit.middleware.AllowedHostsMiddleware",
@@ -148,8 +150,9 @@ DEFAULT_EXCEPTION_REPORTER = "config.multidb.redact.RedactingReporter"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "config.httpkit.requestid.RequestIdFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "config": {"level": "INFO"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from config.httpkit.errors import error_body
 from config.httpkit.fastlane import Answer, Request, Route
 from config.users.selectors import user_get_public
 
@@ -19,7 +20,7 @@ def user_detail(request: Request) -> Answer | None:
             return None  # a header that is not a valid token: Django's 401
     row = user_get_public(user_id=user_id, viewer=viewer)
     if row is None:
-        return 404, {"error": {"code": "user_not_found", "message": f"no user with id {user_id}"}}, {}
+        return 404, error_body("user_not_found", f"no user with id {user_id}"), {}
     return 200, {"data": row}, {}
 
 
