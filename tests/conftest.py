@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.support.audit_stack import audit_stack, clean
 from tests.support.ops import SMALL_MAX_CONNECTIONS
 from tests.support.pgcluster import PgCluster
 from tests.support.servers import Gunicorn, cluster_env, test_database_urls
@@ -120,3 +121,18 @@ def no_pools_of_our_own(django_db_blocker):
 
     with django_db_blocker.unblock():
         close_all_pools()
+
+
+# The audit's throwaway stack (tests/support/audit_stack.py): the audit API over gunicorn and
+# the outbox under faults share one per session.
+
+
+@pytest.fixture(scope="session")
+def audit_stack_session():
+    yield from audit_stack()
+
+
+@pytest.fixture
+def stack(audit_stack_session):
+    """The session's stack, running, with empty audit tables and outboxes."""
+    yield from clean(audit_stack_session)

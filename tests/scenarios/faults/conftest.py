@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.audit_stack import audit_stack, clean
 from tests.support.faults import site
 from tests.support.topology import SHARED_PREFIX, others
 
@@ -23,14 +22,3 @@ def market_apart():
 @pytest.fixture(scope="module")
 def shared_apart():
     yield from site({"shared": (SHARED_PREFIX,), "domains": others(SHARED_PREFIX)})
-
-
-@pytest.fixture(scope="session")
-def audit_stack_session():
-    yield from audit_stack()
-
-
-@pytest.fixture
-def stack(audit_stack_session):
-    """The session's stack, running, with empty audit tables and outboxes."""
-    yield from clean(audit_stack_session)
