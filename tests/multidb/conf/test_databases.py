@@ -1,5 +1,5 @@
 """Direct connections bind parameters on the server and prepare what they repeat;
-a transaction pooler never gets a prepared statement (tests/config/test_env.py)."""
+a transaction pooler never gets a prepared statement (tests/multidb/conf/test_env.py)."""
 
 import uuid
 
