@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.pgcluster import wait_for
-from tests.servers import Gunicorn, http
+from tests.support.pgcluster import wait_for
+from tests.support.servers import Gunicorn, http
 
 pytestmark = pytest.mark.cluster
 
@@ -15,7 +15,7 @@ USERS = """
 from django.contrib.auth import get_user_model
 from config.users.tokens import api_token_create
 User = get_user_model()
-from tests.perms import grant
+from tests.support.perms import grant
 staff = User.objects.filter(username="auditor").first() or User.objects.create_user(
     "auditor", password="x" * 12, is_staff=True)
 grant(staff, "market.add_product")

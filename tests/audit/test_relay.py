@@ -13,7 +13,7 @@ from blog.models import AuditOutbox as BlogOutbox
 from blog.models import Post
 from market.models import AuditOutbox as MarketOutbox
 from market.models import Product
-from tests.pgcluster import wait_for
+from tests.support.pgcluster import wait_for
 
 DBS = ["default", "blog", "market"]
 

@@ -13,7 +13,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from blog.models import Post, Tag
-from tests.blog.factories import UserFactory, make_post
+from tests.support.factories import UserFactory, make_post
 
 pytestmark = pytest.mark.django_db(databases=["default", "blog"])
 

@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 
 from blog.models import Post
-from tests.blog.factories import make_post
+from tests.support.factories import make_post
 
 pytestmark = pytest.mark.django_db(databases=["default", "blog"])
 
@@ -76,8 +76,8 @@ def test_unknown_slug_is_post_not_found(api):
 def test_a_draft_is_visible_to_its_author_and_holders_of_view_post_only(
     api, author, author_token, other_token, staff_token
 ):
-    from tests.blog.factories import UserFactory, token_for
-    from tests.perms import grant
+    from tests.support.factories import UserFactory, token_for
+    from tests.support.perms import grant
 
     make_post(author, title="Secret", status="draft")
     assert_error(api.get(detail("secret")), 404, "post_not_found")
@@ -275,8 +275,8 @@ def test_a_superuser_may_update_anyones_post(api, author, staff_token):
 
 
 def test_a_holder_of_change_post_may_update_anyones_post_and_view_post_alone_may_not(api, author):
-    from tests.blog.factories import UserFactory, token_for
-    from tests.perms import grant
+    from tests.support.factories import UserFactory, token_for
+    from tests.support.perms import grant
 
     make_post(author, title="Edited", status="draft")
     make_post(author, title="Public")

@@ -10,7 +10,7 @@ from django.db import connections
 from django.test.utils import CaptureQueriesContext
 
 from blog import selectors
-from tests.blog.factories import UserFactory, make_post
+from tests.support.factories import UserFactory, make_post
 
 pytestmark = pytest.mark.django_db(databases=["default", "blog"])
 

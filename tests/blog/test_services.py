@@ -9,7 +9,7 @@ from django.db import IntegrityError, connections, transaction
 
 from blog import services
 from blog.models import Post, Tag
-from tests.blog.factories import make_post
+from tests.support.factories import make_post
 
 pytestmark = pytest.mark.django_db(databases=["default", "blog"])
 

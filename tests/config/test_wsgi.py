@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.servers import Gunicorn, cluster_env, http, test_database_urls
+from tests.support.servers import Gunicorn, cluster_env, http, test_database_urls
 
 
 @pytest.mark.django_db(databases=["default"], transaction=True)

@@ -6,7 +6,7 @@ import pytest
 from django.test import override_settings
 
 from market.models import Account, Order, OrderLine, Product, Transfer
-from tests.market.conftest import Api
+from tests.support.market import Api
 
 pytestmark = pytest.mark.django_db(databases=["default", "market"])
 
@@ -140,7 +140,7 @@ def test_order_takes_stock_and_answers_with_lines(api, buyer, widget, gadget):
 def test_an_order_is_visible_to_its_buyer_and_holders_of_view_order(api, staff_api, operator_api, root_api, widget):
     order_id = api.post("/api/market/orders", {"items": [{"sku": "WID-1", "quantity": 1}]}).json()["data"]["id"]
     from config.users.tokens import api_token_create
-    from tests.market.conftest import make_user
+    from tests.support.market import make_user
 
     other = Api(api_token_create(user=make_user("other")))
     for stranger in (other, staff_api):  # the same 404 as a missing order: ids cannot be probed
@@ -227,7 +227,7 @@ def test_a_holder_of_add_account_opens_an_account_for_a_user_who_then_reads_it(o
 
 def test_an_account_is_private_to_its_owner_and_holders_of_view_account(buyer, api, staff_api, root_api):
     from config.users.tokens import api_token_create
-    from tests.market.conftest import make_user
+    from tests.support.market import make_user
 
     mine = Account.objects.create(balance_cents=10, owner_id=buyer.pk)
     house = Account.objects.create(balance_cents=20)  # no owner
@@ -370,7 +370,7 @@ def test_money_leaves_an_account_only_for_its_owner_or_transfer_any_account(
 ):
     from config.users.tokens import api_token_create
     from market.models import AuditOutbox
-    from tests.market.conftest import make_user
+    from tests.support.market import make_user
 
     a, b = accounts
     house = Account.objects.create(balance_cents=50)  # no owner: only the permission moves it

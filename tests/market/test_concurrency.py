@@ -17,7 +17,7 @@ from django.db.models import Sum
 from market import services
 from market.errors import InsufficientFunds
 from market.models import Account, Order, OrderLine, Product, Transfer
-from tests.market.conftest import THREADS, Api, released, run_threads
+from tests.support.market import THREADS, Api, released, run_threads
 
 pytestmark = [
     pytest.mark.django_db(databases=["default", "market"], transaction=True),
@@ -164,7 +164,7 @@ def _ok(result):
 
 
 def _user(i):
-    from tests.market.conftest import make_user
+    from tests.support.market import make_user
 
     # Moves money between accounts of others: the operators' permission.
     return make_user(f"payer{i}", perms=("market.transfer_any_account",))

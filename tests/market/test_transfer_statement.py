@@ -23,7 +23,7 @@ from market import services
 from market.errors import AccountNotFound, InsufficientFunds
 from market.models import Account, Transfer
 from market.models import AuditOutbox as MarketOutbox
-from tests.market.conftest import Api, make_user
+from tests.support.market import Api, make_user
 
 pytestmark = pytest.mark.django_db(databases=["default", "market"], transaction=True)
 
@@ -158,7 +158,7 @@ def test_inside_a_callers_transaction_it_joins_it_and_kicks_the_relay_on_its_com
 @pytest.mark.django_db(databases=["default", "market", "default_jobs", "market_jobs"], transaction=True)
 def test_in_autocommit_the_relay_is_kicked_at_once_and_delivers_the_events(settings):
     from audit.models import AuditEvent
-    from tests.pgcluster import wait_for
+    from tests.support.pgcluster import wait_for
 
     user = make_user("payer")
     a, b = owned(user, 1000), Account.objects.create(balance_cents=0)

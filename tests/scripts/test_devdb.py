@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from tests.pgcluster import PgCluster, as_postgres, free_port
-from tests.scripts.conftest import clean_env
+from tests.support.checkout import clean_env
+from tests.support.pgcluster import PgCluster, as_postgres, free_port
 
 PASSWORD = "Right-pw-4f9a"
 # Under password auth PostgreSQL does not tell a missing role from a wrong password; a database

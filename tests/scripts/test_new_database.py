@@ -1,5 +1,7 @@
 """The README's "Adding a database" recipe, step by step on a copy of the checkout: a fourth
-database gets its app's tables and nothing else, its variables documented, its audit outbox."""
+database gets its app's tables and nothing else, its variables documented, its audit outbox;
+then its model routes (a write lands in the new database), is audited (the relay delivers the
+event to the shared database) and is served (the admin lists it), with no other change."""
 
 from __future__ import annotations
 
@@ -20,6 +22,46 @@ class Invoice(AuditedModel):
     number = models.CharField(max_length=20, unique=True)
 '''
 
+ADMIN = """from django.contrib import admin
+
+from .models import Invoice
+
+admin.site.register(Invoice)
+"""
+
+# A write with no `using`: the router must send it to billing, and the outbox row with it.
+WRITE = """
+from django.db import connections
+from billing.models import Invoice
+invoice = Invoice.objects.create(number="INV-1")
+for alias in ("default", "blog", "market", "billing"):
+    with connections[alias].cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_tables WHERE tablename = 'billing_invoice'")
+        if cur.fetchone()[0]:
+            cur.execute("SELECT number FROM billing_invoice")
+            print("rows", alias, [r[0] for r in cur.fetchall()])
+print("pk", invoice.pk)
+"""
+
+AUDITED = """
+from audit.models import AuditEvent
+for e in AuditEvent.objects.filter(model="billing.invoice"):
+    print("event", e.action, e.database, e.object_pk)
+"""
+
+# The admin through Django's whole request path (middleware, router, templates).
+SERVED = """
+from django.contrib.auth import get_user_model
+from django.test import Client
+from billing.models import Invoice
+user = get_user_model().objects.create_superuser("billing-admin", "b@example.com", "pw-not-used-here")
+client = Client(HTTP_HOST="127.0.0.1")
+client.force_login(user)
+page = client.get("/admin/billing/invoice/")
+change = f"/admin/billing/invoice/{Invoice.objects.get(number='INV-1').pk}/change/"
+print("admin", page.status_code, change in page.content.decode(), client.get(change).status_code)
+"""
+
 
 def edit(path, old: str, new: str) -> None:
     text = path.read_text()
@@ -34,6 +76,7 @@ def test_the_recipe_adds_a_fourth_database(checkout):
     made = checkout.manage("startapp", "billing")
     assert made.returncode == 0, made.stderr
     (root / "billing" / "models.py").write_text(MODELS)
+    (root / "billing" / "admin.py").write_text(ADMIN)
     # 2. INSTALLED_APPS, 3. the topology
     edit(root / "config" / "settings" / "base.py", '    "market",\n', '    "market",\n    "billing",\n')
     edit(
@@ -72,3 +115,21 @@ def test_the_recipe_adds_a_fourth_database(checkout):
     assert lines["default"] == lines["blog"] == lines["market"] == "[]"
     check = checkout.manage("dbcheck")
     assert check.returncode == 0 and "billing" in check.stdout, check.stdout + check.stderr
+    # 8. the model routes: the row is in billing's database, the only one with the table
+    wrote = checkout.manage("shell", "-c", WRITE)
+    assert wrote.returncode == 0, wrote.stdout + wrote.stderr
+    rows = [line for line in wrote.stdout.splitlines() if line.startswith("rows ")]
+    assert rows == ["rows billing ['INV-1']"], wrote.stdout
+    pk = next(line.split()[1] for line in wrote.stdout.splitlines() if line.startswith("pk "))
+    # 9. audited: the relay delivers the outbox row to the shared database's trail
+    relayed = checkout.manage("audit_relay")
+    assert relayed.returncode == 0, relayed.stdout + relayed.stderr
+    events = checkout.manage("shell", "-c", AUDITED)
+    assert events.returncode == 0, events.stderr
+    assert [line for line in events.stdout.splitlines() if line.startswith("event ")] == [
+        f"event create billing {pk}"
+    ], events.stdout
+    # 10. served: the admin lists the invoice and opens it
+    served = checkout.manage("shell", "-c", SERVED)
+    assert served.returncode == 0, served.stdout + served.stderr
+    assert "admin 200 True 200" in served.stdout.splitlines(), served.stdout

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 from scripts import pgbin
-from tests.conftest import manage
-from tests.pgcluster import free_port, wait_for
-from tests.scripts.conftest import clean_env, interrupt
-from tests.servers import cluster_env, http, migrate
+from tests.support.checkout import clean_env, interrupt
+from tests.support.pgcluster import free_port, wait_for
+from tests.support.project import manage
+from tests.support.servers import cluster_env, http, migrate
+from tests.support.topology import PREFIXES
 
 SHELL_WRITE = (
     "from market.services import product_create;"
@@ -33,7 +34,7 @@ def test_the_app_migrates_writes_relays_and_reads_on_the_wheels_postgresql_18(ma
     assert bindir is not None and "site-packages" in str(bindir)
     cluster = make_cluster("pg18", bindir=bindir)
     assert cluster.execute("SHOW server_version_num")[0][0].startswith("18")
-    urls = {prefix: cluster.create_database(f"pg18_{prefix.lower()}") for prefix in ("SHARED", "BLOG", "MARKET")}
+    urls = {prefix: cluster.create_database(f"pg18_{prefix.lower()}") for prefix in PREFIXES}
     env = cluster_env(urls)
     migrate(env)
     wrote = manage("shell", "-c", SHELL_WRITE, env=env)

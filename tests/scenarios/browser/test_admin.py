@@ -1,0 +1,97 @@
+"""The admin in a real headless Chromium: each object lands in its own database,
+and the admin log entry in `default`."""
+
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.db import connections
+
+from tests.support.servers import Gunicorn, cluster_env, test_database_urls
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.browser
+
+
+def rows(alias, sql, params=()):
+    with connections[alias].cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread; the test's own
+    # Django queries are still plain synchronous calls.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+            # Connections the test opened while Playwright's loop ran belong to that
+            # context; give them back here, or they would outlive the session's pools.
+            connections.close_all()
+
+
+@pytest.mark.django_db(databases=["default", "blog", "market"], transaction=True)
+def test_admin_saves_each_object_in_its_own_database(browser):
+    password = uuid.uuid4().hex
+    # The server runs production settings: hash with their hasher, not the tests' fast one.
+    get_user_model().objects.create_superuser("chief", "chief@example.com", password="x")
+    get_user_model().objects.filter(username="chief").update(password=make_password(password, hasher="pbkdf2_sha256"))
+    title = f"Browser post {uuid.uuid4().hex[:6]}"
+    sku = f"BRW-{uuid.uuid4().hex[:6].upper()}"
+
+    with Gunicorn(cluster_env(test_database_urls()), workers=1, threads=4).running() as server:
+        page = browser.new_page()
+        page.goto(server.url("/admin/login/"))
+        page.fill("#id_username", "chief")
+        page.fill("#id_password", password)
+        page.click("input[type=submit]")
+        page.wait_for_selector("#site-name")
+
+        page.goto(server.url("/admin/blog/post/add/"))
+        page.fill("#id_title", title)
+        page.fill("#id_body", "Written in a real browser.")
+        page.select_option("#id_status", "published")
+        assert page.eval_on_selector("#id_author_id", "el => el.options[el.selectedIndex].text") == "chief"
+        page.click("input[name=_save]")
+        page.wait_for_selector("ul.messagelist li.success")
+
+        page.goto(server.url("/admin/market/product/add/"))
+        page.fill("#id_sku", sku)
+        page.fill("#id_name", "Made in a browser")
+        page.fill("#id_price_cents", "1999")
+        page.fill("#id_stock", "7")
+        page.click("input[name=_save]")
+        page.wait_for_selector("ul.messagelist li.success")
+
+    # Each row in its own database, and only there.
+    assert rows("blog", "SELECT status FROM blog_post WHERE title = %s", [title]) == [("published",)]
+    assert rows("market", "SELECT name, price_cents, stock FROM market_product WHERE sku = %s", [sku]) == [
+        ("Made in a browser", 1999, 7)
+    ]
+    for alias in ("default", "market"):
+        assert not rows(alias, "SELECT 1 FROM pg_tables WHERE tablename = 'blog_post'")
+    for alias in ("default", "blog"):
+        assert not rows(alias, "SELECT 1 FROM pg_tables WHERE tablename = 'market_product'")
+    # The admin log lives in the shared database.
+    log = rows("default", "SELECT object_repr, action_flag FROM django_admin_log ORDER BY id")
+    assert (title, 1) in log and any(sku in r[0] for r in log)
+    for alias in ("blog", "market"):
+        assert not rows(alias, "SELECT 1 FROM pg_tables WHERE tablename = 'django_admin_log'")
