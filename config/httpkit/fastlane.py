@@ -26,7 +26,7 @@ What the lane keeps from the middleware stack, so a client cannot tell:
 Read routing is the one thing it does not do: while an alias of the route has a
 replica, requests fall through to Django (replica choice, read-your-writes cookie).
 
-tests/config/test_fastlane.py compares the lane's answers with Django's, byte for byte.
+tests/httpkit/test_fastlane.py compares the lane's answers with Django's, byte for byte.
 """
 
 from __future__ import annotations

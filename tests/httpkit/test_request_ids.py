@@ -15,7 +15,7 @@ from django.test import Client
 from config.httpkit.fastlane import Lane
 from config.users.tokens import api_token_create
 from config.wsgi import ApiHandler, dispatcher
-from tests.wsgicall import call, environ
+from tests.support.wsgicall import call, environ
 
 pytestmark = pytest.mark.django_db(databases=["default", "blog", "market"], transaction=True)
 
