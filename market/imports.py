@@ -41,7 +41,7 @@ from audit.capture import audit_relay_after_commit, outbox_model_for
 from audit.context import current_actor
 from config.multidb.backend.priority import lowered_backend_priority
 from config.multidb.conf.databases import domain_of
-from config.multidb.ops.probe import clean_error, connect_kwargs
+from config.multidb.resilience.connect import clean_error, connect_kwargs
 from market.models import MAX_PRICE_CENTS, MAX_STOCK, SKU_RE, Product
 
 COLUMNS = ("sku", "name", "price_cents", "stock")

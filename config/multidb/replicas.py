@@ -27,13 +27,13 @@ from collections import deque
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-import psycopg
 from django.conf import settings
 from django.db import ProgrammingError, connections
 from django.db.backends.signals import connection_created
 
 from config.multidb.conf.databases import REPLICA_SUFFIX
 from config.multidb.resilience.breaker import DatabaseUnavailable, breaker_for
+from config.multidb.resilience.connect import check_with_deadline, connect_checked
 
 log = logging.getLogger(__name__)
 
@@ -386,19 +386,14 @@ class ReplicaMonitor:
         return ReplicaStatus(True, "", replay, lag, now)
 
     def _query(self, *, direct: bool) -> tuple:
-        from config.multidb.backend.base import check_with_deadline
-        from config.multidb.ops.probe import connect_kwargs
-
         wrapper = connections[self.alias]
         timeout = float(wrapper.settings_dict.get("CHECK_TIMEOUT", 1.0))
         pool = wrapper.pool
         if pool is None or direct:
             # Without a pool, or probing a replica that was down: a direct connection
             # fails in milliseconds when refused, where a pool would wait its timeout.
-            params = connect_kwargs(self.alias)
-            params["connect_timeout"] = max(int(timeout + 0.999), 1)
-            with psycopg.connect(**params, autocommit=True) as conn:
-                results = check_with_deadline(conn, timeout, PROBE_SQL)
+            with connect_checked(self.alias, timeout, PROBE_SQL) as (_conn, results):
+                pass  # raw results outlive their connection
         else:
             stats = pool.get_stats()
             if stats.get("pool_available", 0) == 0 and stats.get("pool_size", 0) >= stats.get("pool_max", 1):

@@ -16,6 +16,7 @@ from contextvars import ContextVar
 
 from django.conf import settings
 
+from config.multidb import replicas
 from config.multidb.conf.databases import app_alias_map
 from config.multidb.conf.topology import SHARED_ALIAS
 
@@ -65,8 +66,6 @@ class TopologyRouter:
         base = home_alias(model._meta.app_label)
         if _role.get() == "jobs":
             return base + "_jobs"
-        from config.multidb import replicas  # imported late: it needs the configured settings
-
         return replicas.read_alias(base)
 
     def db_for_write(self, model, **hints):

@@ -37,6 +37,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 
+from django.conf import settings
+
+from config.multidb.conf.databases import domain_of
+from config.multidb.ops.probe import probe_many
+
 # One round trip on a probe connection; `reserved_connections` exists from PG 16 on. The last row
 # tells servers apart whatever name reaches them: one postmaster, one start time (to the
 # microsecond) and port; readable by any role.
@@ -165,10 +170,6 @@ class ServerBudget:
 
 def targets_from_settings() -> list[Target]:
     """Every alias of this process's settings, as the arithmetic sees it."""
-    from django.conf import settings
-
-    from config.multidb.conf.databases import domain_of
-
     out = []
     for alias, info in settings.DATABASE_ALIASES.items():
         sd = settings.DATABASES[alias]
@@ -436,8 +437,6 @@ def limit_probes(targets: list[Target]) -> list[tuple[str, bool]]:
 
 def read(targets: list[Target] | None = None) -> tuple[list[Target], dict[str, Limits], dict[str, str]]:
     """Targets from settings and the limits of every PostgreSQL server (one probe per server)."""
-    from config.multidb.ops.boot import probe_many
-
     targets = targets if targets is not None else targets_from_settings()
     results = probe_many(limit_probes(targets), sql=LIMITS_SQL)
     limits, errors = limits_from_probes(results.values())

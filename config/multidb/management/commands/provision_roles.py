@@ -24,8 +24,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections, router
 
 from config.multidb.conf.databases import domain_aliases, domain_of
-from config.multidb.ops.probe import clean_error
 from config.multidb.ops.roles import AppendOnly, Target, password_variable, passwords_from_env, provision
+from config.multidb.resilience.connect import clean_error
 
 DEFAULT_AUDIT_RETENTION_DAYS = 365
 # Jobs that stage rows in temporary tables, by the model whose database they stage in:
