@@ -14,6 +14,7 @@ class AuditConfig(AppConfig):
 
         capture.connect_signals()
         lifecycle.on_job_exit(relay.flush_at_job_exit)
+        lifecycle.after_fork(relay.reset_after_fork)
         lifecycle.set_outbox_reader(relay.outbox_status)
         http.add_request_context(acting_as)
         checks.register(check_outboxes, checks.Tags.models)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
 from functools import cache
@@ -281,12 +280,16 @@ class Courier:
 
 
 _courier = Courier()
-os.register_at_fork(after_in_child=_courier.reset_after_fork)
 
 
 def kick(alias: str) -> None:
     """Ask this process's relay thread to drain `alias` (called after a commit that wrote outbox rows)."""
     _courier.kick(alias)
+
+
+def reset_after_fork() -> None:
+    """The child of a fork starts with no relay thread (registered with the platform's after_fork)."""
+    _courier.reset_after_fork()
 
 
 def flush_at_job_exit() -> None:

@@ -1,14 +1,19 @@
-"""Small helpers every layer uses to talk to the right database, and the hooks apps register
-with the platform (the platform imports no app)."""
+"""Small helpers every layer uses to talk to the right database, the after-fork registry,
+and the hooks apps register with the platform (the platform imports no app).
+
+Imports nothing from the platform: every module of it may register here.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 
 from django.db import connections, router, transaction
 from django.db.backends.postgresql.base import DatabaseWrapper
 
-from config.multidb.resilience import breaker
+log = logging.getLogger(__name__)
 
 
 def atomic_for(model, **kwargs):
@@ -27,10 +32,35 @@ def close_all_pools() -> None:
             DatabaseWrapper._connection_pools.pop(alias, None)
 
 
-def forget_inherited_pools() -> None:
-    """After fork(): drop pools and breakers copied from the parent without touching their sockets."""
-    DatabaseWrapper._connection_pools.clear()
-    breaker.reset_all()
+# After fork() ---------------------------------------------------------------------------------
+# One os.register_at_fork hook runs every registered reset in the child, whoever forked:
+# gunicorn's workers, boot's probing child (multiprocessing), a test. gunicorn's post_fork
+# would cover only the first; the child gets a clean state before any of its own code runs.
+
+_after_fork: list[Callable[[], None]] = []
+
+
+def after_fork(reset: Callable[[], None]) -> Callable[[], None]:
+    """Run `reset` in the child of every fork(), in registration order: what the parent held
+    (pools, sockets, threads, locks maybe held at fork time, per-process counts) is not the
+    child's. Returns `reset`, so it can decorate a function."""
+    if reset not in _after_fork:
+        _after_fork.append(reset)
+    return reset
+
+
+def _run_after_fork() -> None:
+    for reset in list(_after_fork):
+        try:
+            reset()
+        except Exception:  # one failing reset must not leave the others undone
+            log.exception("after-fork reset %r failed", reset)
+
+
+os.register_at_fork(after_in_child=_run_after_fork)
+
+# The parent's pools are forgotten without touching their sockets (the parent still uses them).
+after_fork(DatabaseWrapper._connection_pools.clear)
 
 
 def pool_stats() -> dict[str, dict[str, int]]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import threading
 import time
@@ -32,6 +31,7 @@ from django.db import ProgrammingError, connections
 from django.db.backends.signals import connection_created
 
 from config.multidb.conf.databases import REPLICA_SUFFIX
+from config.multidb.lifecycle import after_fork
 from config.multidb.resilience.breaker import DatabaseUnavailable, breaker_for
 from config.multidb.resilience.connect import check_with_deadline, connect_checked
 
@@ -425,15 +425,11 @@ def _lsn_or_none(text: str | None) -> int | None:
 
 
 _monitors: dict[str, ReplicaMonitor] = {}
-_monitors_pid = os.getpid()
 _monitors_lock = threading.Lock()
+after_fork(_monitors.clear)  # the parent's answers say nothing about the child
 
 
 def monitor(alias: str) -> ReplicaMonitor:
-    global _monitors_pid
-    if _monitors_pid != os.getpid():  # forked: the parent's answers say nothing about us
-        _monitors.clear()
-        _monitors_pid = os.getpid()
     try:
         return _monitors[alias]
     except KeyError:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from config.multidb.lifecycle import after_fork
 from config.multidb.resilience.connect import answers
 
 log = logging.getLogger("config.multidb.resilience.breaker")
@@ -147,6 +148,7 @@ def all_breakers() -> dict[str, Breaker]:
     return dict(_breakers)
 
 
+@after_fork
 def reset_all() -> None:
     """Forget every breaker and stop their probes (after fork, and between tests)."""
     with _lock:
