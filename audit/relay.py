@@ -22,7 +22,6 @@ import time
 from functools import cache
 
 from django.apps import apps
-from django.conf import settings
 from django.db import connections, router, transaction
 from django.db.models import Count, Min
 from django.utils import timezone
@@ -30,6 +29,7 @@ from psycopg_pool import PoolTimeout
 
 from audit.models import AuditEvent
 from audit.outbox import OutboxEntry
+from config.multidb.conf.aliases import alias_or_none
 from config.multidb.resilience.breaker import DatabaseUnavailable, breaker_for
 from config.multidb.router import connected_to, home_alias, role_alias
 
@@ -66,7 +66,7 @@ def domain_aliases() -> list[str]:
 
 def domain_alias(alias: str) -> str:
     """The domain alias behind a jobs or replica alias (`market_jobs` -> `market`)."""
-    info = settings.DATABASE_ALIASES.get(alias)
+    info = alias_or_none(alias)
     return info.base if info else alias
 
 

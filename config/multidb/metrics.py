@@ -30,6 +30,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from config.multidb.conf.aliases import aliases
 from config.multidb.lifecycle import after_fork
 from config.multidb.resilience.breaker import all_breakers
 
@@ -155,7 +156,7 @@ def refresh() -> None:
     with _refresh_lock:
         pools = DatabaseWrapper._connection_pools
         breakers = all_breakers()
-        for alias in settings.DATABASE_ALIASES:
+        for alias in aliases():
             if alias not in _labelled:  # every series exists from the start, at 0
                 for _stat, counter, _scale in _POOL_COUNTERS:
                     counter.labels(alias)

@@ -25,6 +25,7 @@ from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
 from config.multidb.backend.guard import guard, socket_identity
+from config.multidb.conf.aliases import alias_or_none
 from config.multidb.replicas import refuse_writes
 from config.multidb.resilience.breaker import DatabaseUnavailable, breaker_for
 from config.multidb.resilience.connect import check_with_deadline, reporting_to
@@ -90,13 +91,15 @@ def connection_class_for(alias: str) -> type[psycopg.Connection]:
 class DatabaseWrapper(pg.DatabaseWrapper):
     def __init__(self, settings_dict, alias=DEFAULT_DB_ALIAS):
         super().__init__(settings_dict, alias)
-        self.check_timeout = float(settings_dict.get("CHECK_TIMEOUT", 1.0))
-        statement_ms = int(settings_dict.get("STATEMENT_TIMEOUT_MS") or 0)
+        # None for Django's own "no database" wrapper (CREATE/DROP DATABASE): defaults then.
+        info = alias_or_none(alias)
+        self.check_timeout = info.check_timeout if info else 1.0
+        statement_ms = info.statement_timeout_ms if info else 0
         # No client deadline without a server one: a statement may legitimately run forever then.
         self.statement_deadline = statement_ms / 1000 + self.check_timeout if statement_ms else None
         self.bulkhead_limit = int(getattr(settings, "DATABASE_BULKHEAD_LIMIT", 0) or 0)
         self.execute_wrappers.insert(0, self._guarded_execute)
-        if settings_dict.get("KIND") == "replica":
+        if info is not None and info.kind == "replica":
             # Refuse writes in code, before the server (or a pooler pointing at a primary) sees them.
             self.execute_wrappers.append(refuse_writes)
 

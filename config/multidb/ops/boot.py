@@ -28,6 +28,8 @@ import logging
 from django.conf import settings
 from django.db.backends.postgresql.base import DatabaseWrapper
 
+from config.multidb.conf.aliases import alias as alias_info
+from config.multidb.conf.aliases import aliases
 from config.multidb.ops import budget
 from config.multidb.ops.probe import probe_in_child
 from config.multidb.ops.safety import unsafe_settings
@@ -47,7 +49,7 @@ def boot_checks(*, workers: int, threads: int | None, log=None, binds: list[str]
     log = log or logger
     problems = unsafe_settings(binds if binds is not None else [settings.ENV["BIND"]], log)
     targets = budget.targets_from_settings()
-    kinds = {alias: info.kind for alias, info in settings.DATABASE_ALIASES.items()}
+    kinds = {alias: info.kind for alias, info in aliases().items()}
     behind = [key for key in budget.limit_probes(targets) if key[1]]
     results = probe_in_child([(a, False) for a in kinds] + behind, sql=budget.LIMITS_SQL)
     for (alias, direct), r in results.items():
@@ -69,7 +71,7 @@ def boot_checks(*, workers: int, threads: int | None, log=None, binds: list[str]
                 r.host,
                 r.name,
                 r.error,
-                settings.DATABASE_ALIASES[alias].base,
+                alias_info(alias).base,
             )
         else:
             problems.append(f"database {alias!r} ({r.host}/{r.name}) unreachable: {r.error}")

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from django.conf import settings
 
-from config.multidb.conf.databases import domain_of
+from config.multidb.conf.aliases import aliases
 from config.multidb.ops.probe import probe_many
 
 # One round trip on a probe connection; `reserved_connections` exists from PG 16 on. The last row
@@ -171,14 +171,12 @@ class ServerBudget:
 def targets_from_settings() -> list[Target]:
     """Every alias of this process's settings, as the arithmetic sees it."""
     out = []
-    for alias, info in settings.DATABASE_ALIASES.items():
+    for alias, info in aliases().items():
         sd = settings.DATABASES[alias]
         pool = sd["OPTIONS"].get("pool")
         role = {"primary": "web", "replica": "replica", "jobs": "jobs"}[info.kind]
         max_size = pool["max_size"] if isinstance(pool, dict) else info.max_size
         min_size = pool.get("min_size", 0) if isinstance(pool, dict) else 0
-        prefix = domain_of(info.base).prefix
-        p = f"{prefix}_DATABASE_"
         # A replica entry inherits the primary's DIRECT: that is the primary's server, not the replica's.
         direct = sd.get("DIRECT") if role != "replica" else None
         out.append(
@@ -192,10 +190,10 @@ def targets_from_settings() -> list[Target]:
                 info.pooler,
                 pooled=bool(pool),
                 user=sd.get("USER") or "",
-                prefix=prefix,
+                prefix=info.prefix,
                 direct_server=f"{direct['HOST']}:{direct['PORT'] or 5432}" if direct else "",
-                pooler_pool_size=settings.ENV[p + "POOLER_POOL_SIZE"],
-                pooler_max_client_conn=settings.ENV[p + "POOLER_MAX_CLIENT_CONN"],
+                pooler_pool_size=info.pooler_pool_size,
+                pooler_max_client_conn=info.pooler_max_client_conn,
             )
         )
     return out
