@@ -63,11 +63,6 @@ os.register_at_fork(after_in_child=_run_after_fork)
 after_fork(DatabaseWrapper._connection_pools.clear)
 
 
-def pool_stats() -> dict[str, dict[str, int]]:
-    """psycopg_pool statistics of every open pool; no query."""
-    return {alias: pool.get_stats() for alias, pool in list(DatabaseWrapper._connection_pools.items())}
-
-
 # Hooks registered by apps in AppConfig.ready() --------------------------------------------------
 
 _job_exit: list[Callable[[], None]] = []

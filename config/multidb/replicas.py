@@ -438,7 +438,3 @@ def monitor(alias: str) -> ReplicaMonitor:
     except KeyError:
         with _monitors_lock:
             return _monitors.setdefault(alias, ReplicaMonitor(alias))
-
-
-def reset_monitors() -> None:
-    _monitors.clear()
