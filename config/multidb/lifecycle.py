@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.db import connections, router, transaction
 from django.db.backends.postgresql.base import DatabaseWrapper
@@ -66,6 +67,7 @@ after_fork(DatabaseWrapper._connection_pools.clear)
 # Hooks registered by apps in AppConfig.ready() --------------------------------------------------
 
 _job_exit: list[Callable[[], None]] = []
+_job_connections: list[JobConnections] = []
 _outbox_readers: list[Callable[[], dict]] = []
 
 
@@ -78,6 +80,31 @@ def on_job_exit(hook: Callable[[], None]) -> None:
 def run_job_exit_hooks() -> None:
     for hook in _job_exit:
         hook()
+
+
+@dataclass(frozen=True)
+class JobConnections:
+    """Connections an app's jobs need beyond the web pools, for the connection budget (ops/budget.py)."""
+
+    label: str  # who needs them, as the budget names them: its row "(label)", or "(label)" after the jobs pools
+    unit: str = ""  # one direct connection, for the budget's explanation line ("job lock")
+    direct_per_instance: int = 0  # per instance, straight to each server behind a transaction pooler
+    in_web_workers: bool = False  # the jobs pools are used from every web worker too, not only by job processes
+
+
+def register_job_connections(
+    label: str, *, unit: str = "", direct_per_instance: int = 0, in_web_workers: bool = False
+) -> None:
+    """Declare what an app's jobs hold, so the budget counts it: a session lock on a direct
+    connection per instance (market's import lock), or the jobs pools used in every web worker
+    (audit's relay thread)."""
+    entry = JobConnections(label, unit, direct_per_instance, in_web_workers)
+    if entry not in _job_connections:
+        _job_connections.append(entry)
+
+
+def job_connections() -> list[JobConnections]:
+    return list(_job_connections)
 
 
 def set_outbox_reader(reader: Callable[[], dict]) -> None:
