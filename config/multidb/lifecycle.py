@@ -86,7 +86,7 @@ def run_job_exit_hooks() -> None:
 class JobConnections:
     """Connections an app's jobs need beyond the web pools, for the connection budget (ops/budget.py)."""
 
-    label: str  # who needs them, as the budget names them: its row "(label)", or "(label)" after the jobs pools
+    label: str  # the budget's words: row "(label)" for direct connections, "jobs pools per worker (label)"
     unit: str = ""  # one direct connection, for the budget's explanation line ("job lock")
     direct_per_instance: int = 0  # per instance, straight to each server behind a transaction pooler
     in_web_workers: bool = False  # the jobs pools are used from every web worker too, not only by job processes
