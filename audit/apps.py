@@ -14,6 +14,9 @@ class AuditConfig(AppConfig):
 
         capture.connect_signals()
         lifecycle.on_job_exit(relay.flush_at_job_exit)
+        lifecycle.after_fork(relay.reset_after_fork)
+        # The relay thread of every web worker delivers through the jobs pools.
+        lifecycle.register_job_connections("audit relay", in_web_workers=True)
         lifecycle.set_outbox_reader(relay.outbox_status)
         auth.add_request_context(acting_as)
         checks.register(check_outboxes, checks.Tags.models)

@@ -197,26 +197,6 @@ def _record(*, app_label: str, using: str, action: str, model_label: str, object
     return row
 
 
-def audit_record_many(*, app_label: str, using: str, events: list[tuple[str, str, str, dict]]) -> None:
-    """Outbox rows for writes a service made in plain SQL (a hot path that skips
-    `save()`): `events` are (action, "<app>.<model>", pk, changes) in the shape
-    `save()` would record. One plain INSERT, in the caller's transaction on `using`."""
-    who = current_actor()
-    outbox = outbox_model_for(app_label)
-    now = timezone.now()
-    values, params = [], []
-    for action, model_label, object_pk, changes in events:
-        values.append("(%s, %s, %s, %s, %s, %s, %s, %s::jsonb)")
-        params += [uuid.uuid4(), now, who.label, who.id, action, model_label, object_pk, json.dumps(changes)]
-    sql = (
-        f'INSERT INTO "{outbox._meta.db_table}" (event_id, occurred_at, actor, actor_id, action, model, '
-        f"object_pk, changes) VALUES {', '.join(values)}"
-    )
-    with connections[using].cursor() as cursor:
-        cursor.execute(sql, params)
-    _after_commit_relay(using)
-
-
 def audit_relay_after_commit(using: str) -> None:
     """The relay kick for a service that writes outbox rows in its own SQL: after the
     current transaction on `using` commits, or at once outside a transaction (in

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
 from functools import cache
 
 from django.apps import apps
-from django.conf import settings
 from django.db import connections, router, transaction
 from django.db.models import Count, Min
 from django.utils import timezone
@@ -31,6 +29,7 @@ from psycopg_pool import PoolTimeout
 
 from audit.models import AuditEvent
 from audit.outbox import OutboxEntry
+from config.multidb.conf.aliases import alias_or_none
 from config.multidb.resilience.breaker import DatabaseUnavailable, breaker_for
 from config.multidb.router import connected_to, home_alias, role_alias
 
@@ -67,7 +66,7 @@ def domain_aliases() -> list[str]:
 
 def domain_alias(alias: str) -> str:
     """The domain alias behind a jobs or replica alias (`market_jobs` -> `market`)."""
-    info = settings.DATABASE_ALIASES.get(alias)
+    info = alias_or_none(alias)
     return info.base if info else alias
 
 
@@ -281,12 +280,16 @@ class Courier:
 
 
 _courier = Courier()
-os.register_at_fork(after_in_child=_courier.reset_after_fork)
 
 
 def kick(alias: str) -> None:
     """Ask this process's relay thread to drain `alias` (called after a commit that wrote outbox rows)."""
     _courier.kick(alias)
+
+
+def reset_after_fork() -> None:
+    """The child of a fork starts with no relay thread (registered with the platform's after_fork)."""
+    _courier.reset_after_fork()
 
 
 def flush_at_job_exit() -> None:

@@ -14,8 +14,3 @@ def events_since(since: datetime.datetime | None, *, fields: tuple[str, ...]) ->
     if since is not None:
         qs = qs.filter(occurred_at__gte=since)
     return qs.iterator(chunk_size=2000)
-
-
-def events_for(*, model: str, object_pk: str) -> list[AuditEvent]:
-    """The history of one object, newest first."""
-    return list(AuditEvent.objects.filter(model=model, object_pk=str(object_pk)).order_by("-occurred_at", "-id"))

@@ -6,7 +6,9 @@
   connection budget, probed from a short-lived child process (config/multidb/ops/boot.py),
   so the master never connects nor starts a thread and `--preload` stays safe;
   the master then must hold no pool;
-- `post_fork` (worker): pools inherited from the master are forgotten;
+- after fork (worker): pools, breakers and per-process state inherited from the
+  master are forgotten by the resets registered with config.multidb.lifecycle.after_fork
+  (one os.register_at_fork hook, so every fork gets them, not only gunicorn's);
 - `post_worker_init` (worker): starts the thread that copies pool statistics
   into the Prometheus metrics, and freezes the loaded application for the
   garbage collector;
@@ -94,12 +96,6 @@ def on_starting(server):
         on_exit(server)  # gunicorn does not call it when on_starting exits
         sys.exit(1)
     server.log.info("boot checks passed; the master holds no database pool")
-
-
-def post_fork(server, worker):
-    from config.multidb.lifecycle import forget_inherited_pools
-
-    forget_inherited_pools()
 
 
 def post_worker_init(worker):

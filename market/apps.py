@@ -6,6 +6,9 @@ class MarketConfig(AppConfig):
 
     def ready(self):
         from config.httpkit import fastlane
+        from config.multidb import lifecycle
         from market.fastlane import ROUTE
 
         fastlane.register(ROUTE)
+        # import_products holds a session-level advisory lock on a direct connection.
+        lifecycle.register_job_connections("job locks", unit="job lock", direct_per_instance=1)

@@ -46,7 +46,3 @@ class InsufficientFunds(MarketError):
 
 class IdempotencyKeyReused(MarketError):
     status, code = 409, "idempotency_key_reused"
-
-
-class Forbidden(MarketError):
-    status, code = 403, "forbidden"

@@ -40,8 +40,8 @@ from django.utils import timezone
 from audit.capture import audit_relay_after_commit, outbox_model_for
 from audit.context import current_actor
 from config.multidb.backend.priority import lowered_backend_priority
-from config.multidb.conf.databases import domain_of
-from config.multidb.ops.probe import clean_error, connect_kwargs
+from config.multidb.conf.aliases import alias
+from config.multidb.resilience.connect import clean_error, connect_kwargs
 from market.models import MAX_PRICE_CENTS, MAX_STOCK, SKU_RE, Product
 
 COLUMNS = ("sku", "name", "price_cents", "stock")
@@ -158,14 +158,13 @@ class _RunLock:
         self.direct: psycopg.Connection | None = None
 
     def __enter__(self):
-        info = settings.DATABASE_ALIASES[self.db]
+        info = alias(self.db)
         wrapper = connections[self.db]
         if info.pooler == "transaction":
             if not wrapper.settings_dict.get("DIRECT"):
-                prefix = domain_of(info.base).prefix
                 raise ImportRefused(
-                    f"{prefix}_DATABASE_POOLER=transaction: import_products needs a session-level advisory lock, "
-                    f"which a transaction pooler cannot hold; set {prefix}_DATABASE_DIRECT_URL to the database "
+                    f"{info.var('POOLER')}=transaction: import_products needs a session-level advisory lock, "
+                    f"which a transaction pooler cannot hold; set {info.var('DIRECT_URL')} to the database "
                     f"server itself"
                 )
             try:

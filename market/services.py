@@ -197,7 +197,7 @@ def _replay(existing: Transfer, request_hash: str) -> tuple[Transfer, bool]:
 # statement is its own transaction: no BEGIN, no COMMIT), that locks both
 # accounts, decides, and only when the verdict is "ok" moves the money, records
 # the transfer and writes its three audit outbox rows in the shape save() would
-# give them (the shape audit_record_many writes for other plain-SQL callers);
+# give them;
 # a forbidden one writes nothing but its `deny` audit row.
 #
 # - `locked`: both rows FOR UPDATE in ascending id order (two transfers can

@@ -16,6 +16,8 @@ import os
 import threading
 import time
 
+from django.conf import settings
+from django.db.backends.postgresql.base import DatabaseWrapper
 from django.db.backends.signals import connection_created
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,6 +29,10 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from config.multidb.conf.aliases import aliases
+from config.multidb.lifecycle import after_fork
+from config.multidb.resilience.breaker import all_breakers
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +129,18 @@ _seen: dict[tuple[str, str], int] = {}  # (alias, stat) -> last cumulative value
 _seen_pool: dict[str, int] = {}  # alias -> id() of the pool those values came from
 _seen_opened: dict[str, int] = {}
 _labelled: set[str] = set()
-_seen_pid: int | None = None
+
+
+@after_fork
+def _forget_parent_counts() -> None:
+    """The parent's counts are not the child's; nor is its lock (maybe held at fork time)."""
+    global _refresh_lock, _refresher_started
+    _refresh_lock = threading.Lock()
+    _seen.clear()
+    _seen_pool.clear()
+    _seen_opened.clear()
+    _labelled.clear()
+    _refresher_started = False  # the parent's thread does not exist here
 
 
 def _advance(counter, key: tuple[str, str], value: int, scale: float) -> None:
@@ -136,22 +153,10 @@ def _advance(counter, key: tuple[str, str], value: int, scale: float) -> None:
 
 def refresh() -> None:
     """Copy this process's pool statistics and breaker states into the metrics (no query)."""
-    global _seen_pid
-    from django.conf import settings
-    from django.db.backends.postgresql.base import DatabaseWrapper
-
-    from config.multidb.resilience.breaker import all_breakers
-
     with _refresh_lock:
-        if _seen_pid != os.getpid():  # after fork: the parent's counts are not ours
-            _seen.clear()
-            _seen_pool.clear()
-            _seen_opened.clear()
-            _labelled.clear()
-            _seen_pid = os.getpid()
         pools = DatabaseWrapper._connection_pools
         breakers = all_breakers()
-        for alias in settings.DATABASE_ALIASES:
+        for alias in aliases():
             if alias not in _labelled:  # every series exists from the start, at 0
                 for _stat, counter, _scale in _POOL_COUNTERS:
                     counter.labels(alias)
@@ -187,15 +192,15 @@ def refresh() -> None:
 
 
 _stop = threading.Event()
-_refresher_pid: int | None = None
+_refresher_started = False
 
 
 def start_refresher(interval: float = REFRESH_SECONDS) -> None:
     """One daemon thread per process keeps the pool metrics current between scrapes."""
-    global _refresher_pid
-    if _refresher_pid == os.getpid():
+    global _refresher_started
+    if _refresher_started:
         return
-    _refresher_pid = os.getpid()
+    _refresher_started = True
 
     def loop() -> None:
         failed = False

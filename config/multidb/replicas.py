@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import threading
 import time
@@ -27,13 +26,15 @@ from collections import deque
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-import psycopg
-from django.conf import settings
 from django.db import ProgrammingError, connections
 from django.db.backends.signals import connection_created
 
+from config.multidb.conf.aliases import alias as alias_info
+from config.multidb.conf.aliases import alias_or_none, aliases
 from config.multidb.conf.databases import REPLICA_SUFFIX
+from config.multidb.lifecycle import after_fork
 from config.multidb.resilience.breaker import DatabaseUnavailable, breaker_for
+from config.multidb.resilience.connect import check_with_deadline, connect_checked
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +153,11 @@ def is_read_only_sql(sql) -> bool:
 def refuse_writes(execute, sql, params, many, context):
     """execute_wrapper installed on every replica connection (config/multidb/backend/base.py)."""
     if not is_read_only_sql(sql):
-        alias = context["connection"].alias
-        info = settings.DATABASE_ALIASES.get(alias)
+        name = context["connection"].alias
+        info = alias_or_none(name)
         primary = info.base if info else "the primary"
         raise WriteOnReplica(
-            f"refused {statement_kind(sql) or 'a statement'} through read-only replica alias {alias!r}: "
+            f"refused {statement_kind(sql) or 'a statement'} through read-only replica alias {name!r}: "
             f"writes and locking reads go to {primary!r} (router.db_for_write / atomic_for)"
         )
     return execute(sql, params, many, context)
@@ -211,13 +212,13 @@ def replica_alias(base: str) -> str:
 
 
 def has_replica(base: str) -> bool:
-    return replica_alias(base) in settings.DATABASE_ALIASES
+    return replica_alias(base) in aliases()
 
 
 def read_alias(base: str) -> str:
     """The alias that serves a read of `base`'s data right now (the router's db_for_read)."""
     replica = replica_alias(base)
-    if replica not in settings.DATABASE_ALIASES:
+    if replica not in aliases():
         return base
     scope = _scope.get()
     if scope is None or not scope.replicas or base in scope.written:
@@ -259,7 +260,8 @@ def _track_writes(execute, sql, params, many, context):
 
 def _install_write_tracker(sender, connection, **kwargs):
     """On primaries that have a replica, note which scopes wrote (for read-your-writes)."""
-    if connection.settings_dict.get("KIND") != "primary" or not has_replica(connection.alias):
+    info = alias_or_none(connection.alias)
+    if info is None or info.kind != "primary" or not has_replica(connection.alias):
         return
     if _track_writes not in connection.execute_wrappers:
         connection.execute_wrappers.insert(0, _track_writes)
@@ -290,11 +292,12 @@ class ReplicaStatus:
 class ReplicaMonitor:
     """Per process, per replica alias: the last probe's answer and a lag estimate."""
 
-    def __init__(self, alias: str):
-        info = settings.DATABASE_ALIASES[alias]
-        self.alias = alias
+    def __init__(self, name: str):
+        info = alias_info(name)
+        self.alias = name
         self.base = info.base
-        self.max_lag_ms = float(settings.DATABASES[alias].get("REPLICA_MAX_LAG_MS", 5000))
+        self.check_timeout = info.check_timeout
+        self.max_lag_ms = float(info.replica_max_lag_ms)
         self._lock = threading.Lock()
         self._probing = False
         self._status: ReplicaStatus | None = None
@@ -386,19 +389,14 @@ class ReplicaMonitor:
         return ReplicaStatus(True, "", replay, lag, now)
 
     def _query(self, *, direct: bool) -> tuple:
-        from config.multidb.backend.base import check_with_deadline
-        from config.multidb.ops.probe import connect_kwargs
-
         wrapper = connections[self.alias]
-        timeout = float(wrapper.settings_dict.get("CHECK_TIMEOUT", 1.0))
+        timeout = self.check_timeout
         pool = wrapper.pool
         if pool is None or direct:
             # Without a pool, or probing a replica that was down: a direct connection
             # fails in milliseconds when refused, where a pool would wait its timeout.
-            params = connect_kwargs(self.alias)
-            params["connect_timeout"] = max(int(timeout + 0.999), 1)
-            with psycopg.connect(**params, autocommit=True) as conn:
-                results = check_with_deadline(conn, timeout, PROBE_SQL)
+            with connect_checked(self.alias, timeout, PROBE_SQL) as (_conn, results):
+                pass  # raw results outlive their connection
         else:
             stats = pool.get_stats()
             if stats.get("pool_available", 0) == 0 and stats.get("pool_size", 0) >= stats.get("pool_max", 1):
@@ -430,21 +428,13 @@ def _lsn_or_none(text: str | None) -> int | None:
 
 
 _monitors: dict[str, ReplicaMonitor] = {}
-_monitors_pid = os.getpid()
 _monitors_lock = threading.Lock()
+after_fork(_monitors.clear)  # the parent's answers say nothing about the child
 
 
 def monitor(alias: str) -> ReplicaMonitor:
-    global _monitors_pid
-    if _monitors_pid != os.getpid():  # forked: the parent's answers say nothing about us
-        _monitors.clear()
-        _monitors_pid = os.getpid()
     try:
         return _monitors[alias]
     except KeyError:
         with _monitors_lock:
             return _monitors.setdefault(alias, ReplicaMonitor(alias))
-
-
-def reset_monitors() -> None:
-    _monitors.clear()

@@ -14,8 +14,8 @@ import contextlib
 import functools
 from contextvars import ContextVar
 
-from django.conf import settings
-
+from config.multidb import replicas
+from config.multidb.conf.aliases import alias_or_none
 from config.multidb.conf.databases import app_alias_map
 from config.multidb.conf.topology import SHARED_ALIAS
 
@@ -50,7 +50,7 @@ def home_alias(app_label: str) -> str:
 
 
 def domain_of(alias: str | None) -> str | None:
-    info = settings.DATABASE_ALIASES.get(alias) if alias else None
+    info = alias_or_none(alias)
     return info.base if info else alias
 
 
@@ -65,8 +65,6 @@ class TopologyRouter:
         base = home_alias(model._meta.app_label)
         if _role.get() == "jobs":
             return base + "_jobs"
-        from config.multidb import replicas  # imported late: it needs the configured settings
-
         return replicas.read_alias(base)
 
     def db_for_write(self, model, **hints):
@@ -78,7 +76,7 @@ class TopologyRouter:
         return db1 == db2
 
     def allow_migrate(self, db, app_label, model_name=None, **hints):
-        info = settings.DATABASE_ALIASES.get(db)
+        info = alias_or_none(db)
         if info is None or info.kind != "primary":
             return False
         return home_alias(app_label) == db

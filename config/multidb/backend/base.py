@@ -14,62 +14,21 @@
 from __future__ import annotations
 
 import select
-import selectors
 import time
 
 import psycopg
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError
 from django.db.backends.postgresql import base as pg
 from django.db.utils import DatabaseErrorWrapper
-from psycopg import generators, pq
-from psycopg.waiting import Ready, Wait
-from psycopg_pool import PoolTimeout, TooManyRequests
+from psycopg import pq
+from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
 from config.multidb.backend.guard import guard, socket_identity
+from config.multidb.conf.aliases import alias_or_none
+from config.multidb.replicas import refuse_writes
 from config.multidb.resilience.breaker import DatabaseUnavailable, breaker_for
-
-_EVENTS = {
-    Wait.R: selectors.EVENT_READ,
-    Wait.W: selectors.EVENT_WRITE,
-    Wait.RW: selectors.EVENT_READ | selectors.EVENT_WRITE,
-}
-
-
-def check_with_deadline(conn: psycopg.Connection, timeout: float, query: bytes = b"") -> list:
-    """Run `query` (empty by default), giving up after `timeout` seconds.
-
-    psycopg_pool's own check blocks forever on a hung server; this one drives
-    psycopg's non-blocking generator with a selector and a deadline.
-    """
-    if conn.closed or conn.info.transaction_status != pq.TransactionStatus.IDLE:
-        raise psycopg.OperationalError("connection not idle")
-    pgconn = conn.pgconn
-    deadline = time.monotonic() + timeout
-    pgconn.send_query(query)
-    gen = generators.execute(pgconn)
-    with selectors.DefaultSelector() as sel:
-        fileno = pgconn.socket
-        try:
-            wait = next(gen)
-            while True:
-                sel.register(fileno, _EVENTS[wait])
-                left = deadline - time.monotonic()
-                events = sel.select(left) if left > 0 else []
-                sel.unregister(fileno)
-                if not events:
-                    conn.close()
-                    raise psycopg.OperationalError(f"connection check timed out after {timeout:g}s")
-                ready = 0
-                for _key, mask in events:
-                    ready |= mask
-                wait = gen.send(Ready(ready))
-        except StopIteration as done:
-            results = done.value
-    for res in results or ():
-        if res.status == pq.ExecStatus.FATAL_ERROR:
-            raise psycopg.OperationalError("connection check failed")
-    return list(results or ())  # raw PGresults, for callers that read values (config/multidb/replicas.py)
-
+from config.multidb.resilience.connect import check_with_deadline, reporting_to
 
 FRESH_S = 1.0  # a connection that answered this recently is trusted without a round trip
 
@@ -122,16 +81,8 @@ def connection_class_for(alias: str) -> type[psycopg.Connection]:
     class AliasConnection(psycopg.Connection):
         @classmethod
         def connect(cls, *args, **kwargs):
-            breaker = breaker_for(alias)
-            try:
-                conn = super().connect(*args, **kwargs)
-            except psycopg.OperationalError as exc:
-                from config.multidb.ops.probe import clean_error
-
-                breaker.failure(clean_error(exc, kwargs.get("password")))
-                raise
-            breaker.success()
-            return conn
+            with reporting_to(breaker_for(alias), kwargs.get("password")):
+                return super().connect(*args, **kwargs)
 
     AliasConnection.__name__ = AliasConnection.__qualname__ = f"Connection[{alias}]"
     return AliasConnection
@@ -140,18 +91,16 @@ def connection_class_for(alias: str) -> type[psycopg.Connection]:
 class DatabaseWrapper(pg.DatabaseWrapper):
     def __init__(self, settings_dict, alias=DEFAULT_DB_ALIAS):
         super().__init__(settings_dict, alias)
-        from django.conf import settings
-
-        self.check_timeout = float(settings_dict.get("CHECK_TIMEOUT", 1.0))
-        statement_ms = int(settings_dict.get("STATEMENT_TIMEOUT_MS") or 0)
+        # None for Django's own "no database" wrapper (CREATE/DROP DATABASE): defaults then.
+        info = alias_or_none(alias)
+        self.check_timeout = info.check_timeout if info else 1.0
+        statement_ms = info.statement_timeout_ms if info else 0
         # No client deadline without a server one: a statement may legitimately run forever then.
         self.statement_deadline = statement_ms / 1000 + self.check_timeout if statement_ms else None
         self.bulkhead_limit = int(getattr(settings, "DATABASE_BULKHEAD_LIMIT", 0) or 0)
         self.execute_wrappers.insert(0, self._guarded_execute)
-        if settings_dict.get("KIND") == "replica":
+        if info is not None and info.kind == "replica":
             # Refuse writes in code, before the server (or a pooler pointing at a primary) sees them.
-            from config.multidb.replicas import refuse_writes
-
             self.execute_wrappers.append(refuse_writes)
 
     @property
@@ -160,8 +109,6 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         if self.alias == pg.NO_DB_ALIAS or not pool_options:
             return None
         if self.alias not in self._connection_pools:
-            from psycopg_pool import ConnectionPool
-
             connect_kwargs = self.get_connection_params()
             connect_kwargs["autocommit"] = True
             timeout = self.check_timeout

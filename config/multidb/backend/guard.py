@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from config.multidb.lifecycle import after_fork
 from config.multidb.resilience.breaker import DatabaseUnavailable
 
 log = logging.getLogger("config.multidb.backend")
@@ -43,7 +44,6 @@ class Guard:
         self._lock = threading.Lock()
         self._calls: set[Call] = set()
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         self.kills = 0
         self.refusals = 0
 
@@ -56,8 +56,6 @@ class Guard:
     ) -> _Registered:
         """Register a blocking call (use as `with guard.call(...):`); refuse it when the alias's
         bulkhead is full. A plain context manager object: this runs twice per request."""
-        if self._pid != os.getpid():  # forked: the parent's calls and thread are not ours
-            self.__init__()
         now = time.monotonic()
         entry = Call(alias, now, now + timeout if (timeout and sock) else None, sock)
         with self._lock:
@@ -68,6 +66,10 @@ class Guard:
         if entry.deadline is not None and (self._thread is None or not self._thread.is_alive()):
             self._start()
         return _Registered(self, entry)
+
+    def reset(self) -> None:
+        """Forget every call and the watchdog (after fork: the parent's calls and thread are not ours)."""
+        self.__init__()
 
     def _start(self) -> None:
         with self._lock:
@@ -129,3 +131,4 @@ def _shutdown(sock: tuple[int, int, int] | None) -> bool:
 
 
 guard = Guard()
+after_fork(guard.reset)

@@ -35,8 +35,9 @@ import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from django.conf import settings
 from django.db import connections
+
+from config.multidb.conf.aliases import alias_or_none
 
 Log = Callable[[str], None]
 
@@ -62,7 +63,7 @@ def lowered_backend_priority(alias: str, nice: int, log: Log = _quiet) -> Iterat
 
 
 def _lower(alias: str, nice: int, log: Log) -> tuple[int | None, int | None]:
-    info = settings.DATABASE_ALIASES.get(alias)
+    info = alias_or_none(alias)
     if info is not None and info.pooler == "transaction":
         log("database backend priority left as it is: behind a transaction pooler a server session is shared")
         return None, None

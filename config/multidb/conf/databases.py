@@ -10,9 +10,9 @@ Per domain `<alias>` the process gets up to three aliases:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
+from config.multidb.conf.aliases import AliasInfo
 from config.multidb.conf.env import ConfigError, Var, check_spelling, env, parse
 from config.multidb.conf.topology import Domain, domains
 
@@ -157,19 +157,6 @@ def read_all() -> dict[str, Any]:
     return {v.name: read(v) for v in declared}
 
 
-@dataclass(frozen=True)
-class AliasInfo:
-    """What the router and the commands need to know about one alias."""
-
-    alias: str
-    base: str  # the domain alias this one points at
-    kind: str  # primary, jobs, replica
-    label: str  # application_name
-    max_size: int
-    pooler: str
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
 def _url_config(name: str, url: str) -> dict[str, Any]:
     """Parse a URL with django-environ; errors name the variable, never the URL."""
     if "://" not in url or url.split("://", 1)[0] not in ("postgres", "postgresql", "pgsql"):
@@ -262,20 +249,32 @@ def build(values: dict[str, Any]) -> tuple[dict[str, dict], dict[str, AliasInfo]
             "CONN_HEALTH_CHECKS": False,  # the backend's own check has a deadline
             "ATOMIC_REQUESTS": False,
             "DISABLE_SERVER_SIDE_CURSORS": not direct,
-            "CHECK_TIMEOUT": values[p + "CHECK_TIMEOUT"],
-            "POOLER": pooler,
-            "STATEMENT_TIMEOUT_MS": values[p + "STATEMENT_TIMEOUT_MS"],
-            "DOMAIN": domain.alias,
         }
         if direct_cfg:
             base_entry["DIRECT"] = {k: direct_cfg.get(k, "") for k in ("NAME", "USER", "PASSWORD", "HOST")}
             base_entry["DIRECT"]["PORT"] = str(direct_cfg.get("PORT") or "")
 
+        def info(alias: str, kind: str, label: str, max_size: int, statement_ms: int) -> AliasInfo:
+            return AliasInfo(
+                alias,
+                domain.alias,
+                kind,
+                label,
+                max_size,
+                pooler,
+                prefix=domain.prefix,
+                check_timeout=values[p + "CHECK_TIMEOUT"],
+                statement_timeout_ms=statement_ms,
+                idle_in_transaction_timeout_ms=values[p + "IDLE_IN_TRANSACTION_TIMEOUT_MS"],
+                replica_max_lag_ms=values[p + "REPLICA_MAX_LAG_MS"],
+                pooler_pool_size=values[p + "POOLER_POOL_SIZE"],
+                pooler_max_client_conn=values[p + "POOLER_MAX_CLIENT_CONN"],
+            )
+
         label = f"{role}:{domain.alias}"
         web_max = values[p + "POOL_MAX_SIZE"]
         databases[domain.alias] = {
             **base_entry,
-            "KIND": "primary",
             "OPTIONS": {
                 **_options(values, p, label=label, statement_ms=values[p + "STATEMENT_TIMEOUT_MS"], direct=direct),
                 "pool": _pool(
@@ -289,15 +288,13 @@ def build(values: dict[str, Any]) -> tuple[dict[str, dict], dict[str, AliasInfo]
             },
             "TEST": {"NAME": f"test_{url_cfg['NAME']}"},
         }
-        aliases[domain.alias] = AliasInfo(domain.alias, domain.alias, "primary", label, web_max, pooler)
+        aliases[domain.alias] = info(domain.alias, "primary", label, web_max, values[p + "STATEMENT_TIMEOUT_MS"])
 
         jobs_alias = domain.alias + JOBS_SUFFIX
         jobs_label = f"jobs:{domain.alias}"
         jobs_max = max(values["JOBS_DATABASE_POOL_MAX_SIZE"], 1)
         databases[jobs_alias] = {
             **base_entry,
-            "KIND": "jobs",
-            "STATEMENT_TIMEOUT_MS": values["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"],
             "OPTIONS": {
                 **_options(
                     values,
@@ -317,7 +314,9 @@ def build(values: dict[str, Any]) -> tuple[dict[str, dict], dict[str, AliasInfo]
             },
             "TEST": {"MIRROR": domain.alias},
         }
-        aliases[jobs_alias] = AliasInfo(jobs_alias, domain.alias, "jobs", jobs_label, jobs_max, pooler)
+        aliases[jobs_alias] = info(
+            jobs_alias, "jobs", jobs_label, jobs_max, values["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"]
+        )
 
         if values[p + "REPLICA_URL"]:
             rep_cfg = _url_config(p + "REPLICA_URL", values[p + "REPLICA_URL"])
@@ -330,8 +329,6 @@ def build(values: dict[str, Any]) -> tuple[dict[str, dict], dict[str, AliasInfo]
                 "PASSWORD": rep_cfg.get("PASSWORD", ""),
                 "HOST": rep_cfg.get("HOST", ""),
                 "PORT": str(rep_cfg.get("PORT") or ""),
-                "KIND": "replica",
-                "REPLICA_MAX_LAG_MS": values[p + "REPLICA_MAX_LAG_MS"],
                 "OPTIONS": {
                     **_options(
                         values,
@@ -352,7 +349,7 @@ def build(values: dict[str, Any]) -> tuple[dict[str, dict], dict[str, AliasInfo]
                 },
                 "TEST": {"MIRROR": domain.alias},
             }
-            aliases[rep_alias] = AliasInfo(rep_alias, domain.alias, "replica", rep_label, web_max, pooler)
+            aliases[rep_alias] = info(rep_alias, "replica", rep_label, web_max, values[p + "STATEMENT_TIMEOUT_MS"])
     if values["DATABASE_POOL_DISABLED"]:
         # The connect-per-request baseline of bench/: CONN_MAX_AGE stays 0, so
         # without a pool Django opens and closes a connection for every request.

@@ -7,8 +7,9 @@ instance) and by `manage.py dbbudget` (a fleet). Per process and alias:
     web / replica alias:  max(pool min_size, min(pool max_size, threads))
                           (a thread holds at most one connection per alias, and
                           the pool keeps min_size open whatever the load)
-    jobs alias:           JOBS_DATABASE_POOL_MAX_SIZE, per web worker (its audit relay
-                          thread uses the jobs pools) plus one CLI job per instance:
+    jobs alias:           JOBS_DATABASE_POOL_MAX_SIZE, per CLI job (one per instance), and per
+                          web worker when an app uses the jobs pools there (registered
+                          with lifecycle.register_job_connections, e.g. audit's relay):
                           processes = instances x (workers + 1)
 
     server total = sum over its aliases of per_process x processes
@@ -27,8 +28,9 @@ Transaction pooler (`<P>_DATABASE_POOLER=transaction`), two hops:
 - pooler -> PostgreSQL: on the server named by `<P>_DATABASE_DIRECT_URL`,
   `<P>_DATABASE_POOLER_POOL_SIZE` per distinct (pooler host:port, database, user),
   times the poolers, whatever the instances (a jobs alias shares its primary's
-  pair: nothing more); plus, directly, one job lock per instance
-  (import_products' advisory lock) and one migrate_all. Without a direct URL
+  pair: nothing more); plus, directly, what apps register for their jobs per
+  instance (lifecycle.register_job_connections: market's import lock) and one
+  migrate_all. Without a direct URL
   the server behind the pooler is not judged (a note, not a failure).
 """
 
@@ -36,6 +38,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
+
+from django.conf import settings
+
+from config.multidb.conf.aliases import aliases
+from config.multidb.lifecycle import job_connections
+from config.multidb.ops.probe import probe_many
 
 # One round trip on a probe connection; `reserved_connections` exists from PG 16 on. The last row
 # tells servers apart whatever name reaches them: one postmaster, one start time (to the
@@ -165,19 +173,13 @@ class ServerBudget:
 
 def targets_from_settings() -> list[Target]:
     """Every alias of this process's settings, as the arithmetic sees it."""
-    from django.conf import settings
-
-    from config.multidb.conf.databases import domain_of
-
     out = []
-    for alias, info in settings.DATABASE_ALIASES.items():
+    for alias, info in aliases().items():
         sd = settings.DATABASES[alias]
         pool = sd["OPTIONS"].get("pool")
         role = {"primary": "web", "replica": "replica", "jobs": "jobs"}[info.kind]
         max_size = pool["max_size"] if isinstance(pool, dict) else info.max_size
         min_size = pool.get("min_size", 0) if isinstance(pool, dict) else 0
-        prefix = domain_of(info.base).prefix
-        p = f"{prefix}_DATABASE_"
         # A replica entry inherits the primary's DIRECT: that is the primary's server, not the replica's.
         direct = sd.get("DIRECT") if role != "replica" else None
         out.append(
@@ -191,10 +193,10 @@ def targets_from_settings() -> list[Target]:
                 info.pooler,
                 pooled=bool(pool),
                 user=sd.get("USER") or "",
-                prefix=prefix,
+                prefix=info.prefix,
                 direct_server=f"{direct['HOST']}:{direct['PORT'] or 5432}" if direct else "",
-                pooler_pool_size=settings.ENV[p + "POOLER_POOL_SIZE"],
-                pooler_max_client_conn=settings.ENV[p + "POOLER_MAX_CLIENT_CONN"],
+                pooler_pool_size=info.pooler_pool_size,
+                pooler_max_client_conn=info.pooler_max_client_conn,
             )
         )
     return out
@@ -211,9 +213,15 @@ def per_process(target: Target, threads: int | None) -> int:
 
 
 def processes(target: Target, *, instances: int, workers: int) -> int:
-    """Processes holding `target`'s pool: jobs pools in every web worker (its audit relay) plus one
-    CLI job per instance; web and replica pools in every web worker."""
-    return instances * (workers + 1) if target.role == "jobs" else instances * workers
+    """Processes holding `target`'s pool: jobs pools in one CLI job per instance, and in every web
+    worker when a registered job connection says so; web and replica pools in every web worker."""
+    if target.role != "jobs":
+        return instances * workers
+    return instances * (workers + 1) if _jobs_pools_in_web_workers() else instances
+
+
+def _jobs_pools_in_web_workers() -> list[str]:
+    return [j.label for j in job_connections() if j.in_web_workers]
 
 
 def plan(
@@ -279,7 +287,9 @@ def plan(
             if was != now:
                 servers[("postgres", now)].note(f"also reached as {was} (the same server)")
     for back in behind.values():
-        back.rows.append(Row("(job locks)", "direct", 1, instances))  # import_products' advisory lock
+        for job in job_connections():
+            if job.direct_per_instance:
+                back.rows.append(Row(f"({job.label})", "direct", job.direct_per_instance, instances))
         back.rows.append(Row("(migrate_all)", "direct", 1, 1))
     for budget in servers.values():
         if budget.kind == "pgbouncer":
@@ -327,15 +337,22 @@ def problems(budgets: list[ServerBudget], *, scope: str) -> list[str]:
 
 
 def _shape_line(budgets: list[ServerBudget], *, instances: int, workers: int, threads: int | None) -> list[str]:
+    in_workers = _jobs_pools_in_web_workers()
+    jobs = f"jobs pools per worker ({', '.join(in_workers)}) + 1 job" if in_workers else "jobs pools: 1 job"
     lines = [
         f"{instances} instance(s) x {workers} worker(s) x {threads if threads is not None else '-'} thread(s); "
-        "per process = max(pool min, min(pool max, threads)); jobs pools per worker (audit relay) + 1 job"
+        f"per process = max(pool min, min(pool max, threads)); {jobs}"
     ]
     pooled = [b for b in budgets if b.kind == "pgbouncer"]
     if pooled:
+        direct = "".join(
+            f", {j.direct_per_instance} {j.unit or j.label} per instance"
+            for j in job_connections()
+            if j.direct_per_instance
+        )
         lines.append(
             f"{pooled[0].poolers} pooler(s); behind a pooler: <P>_DATABASE_POOLER_POOL_SIZE per "
-            "database/user pair x poolers (whatever the instances), 1 job lock per instance, 1 migrate_all"
+            f"database/user pair x poolers (whatever the instances){direct}, 1 migrate_all"
         )
     return lines
 
@@ -436,8 +453,6 @@ def limit_probes(targets: list[Target]) -> list[tuple[str, bool]]:
 
 def read(targets: list[Target] | None = None) -> tuple[list[Target], dict[str, Limits], dict[str, str]]:
     """Targets from settings and the limits of every PostgreSQL server (one probe per server)."""
-    from config.multidb.ops.boot import probe_many
-
     targets = targets if targets is not None else targets_from_settings()
     results = probe_many(limit_probes(targets), sql=LIMITS_SQL)
     limits, errors = limits_from_probes(results.values())

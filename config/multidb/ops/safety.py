@@ -13,7 +13,7 @@ from django.core.checks.security.base import (
     SECRET_KEY_MIN_UNIQUE_CHARACTERS,
 )
 
-from config.multidb.conf.databases import domain_of
+from config.multidb.conf.aliases import aliases
 from config.multidb.conf.env import BASE_DIR
 
 SAFE_SSLMODES = ("require", "verify-ca", "verify-full")
@@ -70,16 +70,15 @@ def bind_host(bind: str) -> str:
 def _database_urls() -> list[tuple[str, str, str]]:
     """(URL variable, hosts, sslmode) of every primary, replica and direct URL."""
     out = []
-    for alias, info in settings.DATABASE_ALIASES.items():
+    for alias, info in aliases().items():
         if info.kind == "jobs":  # the same server as its primary
             continue
         sd = settings.DATABASES[alias]
-        prefix = domain_of(info.base).prefix
         sslmode = sd["OPTIONS"].get("sslmode", "prefer")
-        name = f"{prefix}_DATABASE_REPLICA_URL" if info.kind == "replica" else f"{prefix}_DATABASE_URL"
+        name = info.var("REPLICA_URL") if info.kind == "replica" else info.var("URL")
         out.append((name, sd["HOST"], sslmode))
         if info.kind == "primary" and sd.get("DIRECT"):
-            out.append((f"{prefix}_DATABASE_DIRECT_URL", sd["DIRECT"]["HOST"], sslmode))
+            out.append((info.var("DIRECT_URL"), sd["DIRECT"]["HOST"], sslmode))
     return out
 
 

@@ -11,11 +11,17 @@ too.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from config.multidb.lifecycle import after_fork
+from config.multidb.resilience.connect import answers
 
 log = logging.getLogger("config.multidb.resilience.breaker")
 
@@ -32,15 +38,6 @@ class DatabaseUnavailable(Exception):
         self.reason = reason
         self.retry_after = retry_after
         super().__init__(f"database {alias!r} is unavailable" + (f": {reason}" if reason else ""))
-
-
-def _default_probe(alias: str) -> Callable[[], bool]:
-    def run() -> bool:
-        from config.multidb.ops.probe import probe
-
-        return probe(alias).ok
-
-    return run
 
 
 @dataclass
@@ -115,7 +112,7 @@ class Breaker:
             self._wake.set()
 
     def _probe_loop(self) -> None:
-        probe = self.probe or _default_probe(self.alias)
+        probe = self.probe or functools.partial(answers, self.alias)
         while True:
             # Woken early only by a close (success) or stop().
             self._wake.wait(self.open_seconds)
@@ -140,8 +137,6 @@ def breaker_for(alias: str) -> Breaker:
     try:
         return _breakers[alias]
     except KeyError:
-        from django.conf import settings
-
         with _lock:
             return _breakers.setdefault(
                 alias,
@@ -153,6 +148,7 @@ def all_breakers() -> dict[str, Breaker]:
     return dict(_breakers)
 
 
+@after_fork
 def reset_all() -> None:
     """Forget every breaker and stop their probes (after fork, and between tests)."""
     with _lock:

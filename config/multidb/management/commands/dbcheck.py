@@ -1,8 +1,8 @@
 from concurrent.futures import ThreadPoolExecutor
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from config.multidb.conf.aliases import aliases as all_aliases
 from config.multidb.ops.probe import probe
 
 
@@ -10,7 +10,7 @@ class Command(BaseCommand):
     help = "SELECT 1 on every alias; a table of alias, host, database, latency, TLS; exit 1 naming each failure."
 
     def handle(self, *args, **options):
-        aliases = list(settings.DATABASE_ALIASES)
+        aliases = list(all_aliases())
         with ThreadPoolExecutor(max_workers=len(aliases)) as ex:
             results = list(ex.map(probe, aliases))
         self.stdout.write(f"{'alias':<16} {'host':<24} {'database':<24} {'latency':>9}  {'tls':<4} status")

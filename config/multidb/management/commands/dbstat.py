@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from config.multidb.lifecycle import outbox_reader
 from config.multidb.ops import budget
-from config.multidb.ops.boot import probe_all
+from config.multidb.ops.probe import probe_all
 
 # Client sessions of the whole server (our own excluded), by database, label and state.
 ACTIVITY_SQL = """

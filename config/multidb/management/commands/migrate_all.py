@@ -14,7 +14,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from config.multidb.conf.databases import domain_aliases, domain_of
+from config.multidb.conf.aliases import alias as alias_info
+from config.multidb.conf.databases import domain_aliases
 
 CONNECTION_KEYS = ("NAME", "USER", "PASSWORD", "HOST", "PORT")
 
@@ -52,11 +53,11 @@ class Command(BaseCommand):
         plan = []
         for alias in domain_aliases():
             sd = connections[alias].settings_dict
-            if sd.get("POOLER") == "transaction" and not sd.get("DIRECT"):
-                prefix = domain_of(alias).prefix
+            info = alias_info(alias)
+            if info.pooler == "transaction" and not sd.get("DIRECT"):
                 raise CommandError(
-                    f"{alias}: {prefix}_DATABASE_POOLER=transaction, so migrations need a direct server "
-                    f"connection: set {prefix}_DATABASE_DIRECT_URL (the server behind the pooler). Nothing was "
+                    f"{alias}: {info.var('POOLER')}=transaction, so migrations need a direct server "
+                    f"connection: set {info.var('DIRECT_URL')} (the server behind the pooler). Nothing was "
                     "migrated."
                 )
             plan.append((alias, bool(sd.get("DIRECT"))))

@@ -23,9 +23,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections, router
 
-from config.multidb.conf.databases import domain_aliases, domain_of
-from config.multidb.ops.probe import clean_error
+from config.multidb.conf.aliases import alias as alias_info
+from config.multidb.conf.databases import domain_aliases
 from config.multidb.ops.roles import AppendOnly, Target, password_variable, passwords_from_env, provision
+from config.multidb.resilience.connect import clean_error
 
 DEFAULT_AUDIT_RETENTION_DAYS = 365
 # Jobs that stage rows in temporary tables, by the model whose database they stage in:
@@ -111,9 +112,8 @@ class Command(BaseCommand):
             "at the jobs roles, and migrate as the owners, e.g.:"
         )
         for target in targets:
-            p = domain_of(target.alias).prefix
             self.stdout.write(
-                f"  {p}_DATABASE_URL=postgres://{target.app}:<${password_variable(target.app)}>@.../"
+                f"  {alias_info(target.alias).var('URL')}=postgres://{target.app}:<${password_variable(target.app)}>@.../"
                 f"{target.database}   (jobs: {target.jobs}; migrate_all: {target.owner})"
             )
 
@@ -135,9 +135,8 @@ class Command(BaseCommand):
     def _target(self, alias: str, prefix: str, audit_retention_days: int) -> Target:
         sd = connections[alias].settings_dict
         name = (sd.get("DIRECT") or {}).get("NAME") or sd["NAME"]
-        short = domain_of(alias).prefix.lower()
-        values = settings.ENV
-        p = f"{domain_of(alias).prefix}_DATABASE_"
+        info = alias_info(alias)
+        short = info.prefix.lower()
         audit = apps.get_model("audit", "AuditEvent")
         append_only = None
         if router.db_for_write(audit) == alias:
@@ -152,10 +151,10 @@ class Command(BaseCommand):
             database=name,
             owner=f"{prefix}_{short}_owner",
             app=f"{prefix}_{short}_app",
-            statement_timeout_ms=values[p + "STATEMENT_TIMEOUT_MS"],
-            idle_in_transaction_timeout_ms=values[p + "IDLE_IN_TRANSACTION_TIMEOUT_MS"],
+            statement_timeout_ms=info.statement_timeout_ms,
+            idle_in_transaction_timeout_ms=info.idle_in_transaction_timeout_ms,
             jobs=f"{prefix}_{short}_jobs",
-            jobs_statement_timeout_ms=values["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"],
+            jobs_statement_timeout_ms=settings.ENV["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"],
             jobs_temp=any(router.db_for_write(apps.get_model(label)) == alias for label in JOBS_NEEDING_TEMP),
             append_only=append_only,
         )
