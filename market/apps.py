@@ -12,3 +12,4 @@ class MarketConfig(AppConfig):
         fastlane.register(ROUTE)
         # import_products holds a session-level advisory lock on a direct connection.
         lifecycle.register_job_connections("job locks", unit="job lock", direct_per_instance=1)
+        lifecycle.register_temp_tables("market.Product")  # import_products stages rows in a TEMP table

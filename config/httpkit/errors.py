@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
 from config.httpkit import requestid
+from config.multidb.conf.aliases import alias_or_none
 from config.multidb.resilience.breaker import DatabaseUnavailable
 
 # The paths config/wsgi.py sends through the API stack.
@@ -52,7 +53,7 @@ def unavailable_response(alias: str, retry_after: float = 1.0, reason: str = "",
     """503 naming the database (the domain alias: `market`, not `market_jobs`), with Retry-After
     in whole seconds as HTTP wants it, and in milliseconds in the body; an HTML page for a browser
     (`request` given, outside the API)."""
-    info = settings.DATABASE_ALIASES.get(alias)
+    info = alias_or_none(alias)
     database = info.base if info is not None else alias
     retry_after = max(retry_after, 0.1)
     if not wants_json(request):

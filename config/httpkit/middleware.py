@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from django.conf import settings
 from django.core import signing
 from django.core.exceptions import MiddlewareNotUsed
 from django.core.signals import got_request_exception
@@ -12,6 +11,7 @@ from django.db import InterfaceError, OperationalError
 
 from config.httpkit.errors import response_for_database_error
 from config.multidb import replicas
+from config.multidb.conf.aliases import alias_or_none, aliases
 from config.multidb.resilience.breaker import DatabaseUnavailable
 
 
@@ -97,7 +97,7 @@ class ReadYourWritesMiddleware:
     COOKIE_MAX_AGE_S = 300  # far above any sane REPLICA_MAX_LAG_MS: a replica lagging more is skipped anyway
 
     def __init__(self, get_response):
-        if not any(info.kind == "replica" for info in settings.DATABASE_ALIASES.values()):
+        if not any(info.kind == "replica" for info in aliases().values()):
             raise MiddlewareNotUsed
         self.get_response = get_response
 
@@ -121,7 +121,7 @@ class ReadYourWritesMiddleware:
         """A replica failed while serving a safe request: run the view again on the primaries."""
         scope = replicas.current_scope()
         alias = getattr(exception, "alias", None) or getattr(exception, "db_alias", None)
-        info = settings.DATABASE_ALIASES.get(alias) if isinstance(alias, str) else None
+        info = alias_or_none(alias) if isinstance(alias, str) else None
         if (
             scope is None
             or not scope.replicas

@@ -12,6 +12,7 @@ from django.http import HttpResponse, JsonResponse
 from config.httpkit.auth import credentials_match
 from config.httpkit.errors import error_response
 from config.multidb.backend.base import check_with_deadline
+from config.multidb.conf.aliases import aliases
 from config.multidb.ops.probe import probe
 from config.multidb.resilience.breaker import DatabaseUnavailable, breaker_for
 
@@ -63,7 +64,7 @@ def readyz(request):
     Primaries decide readiness. A replica is listed (`"role": "replica"`) but a failing one
     keeps the answer 200: its reads fall back to the primary (config/multidb/replicas.py)."""
     start = time.perf_counter()
-    roles = {a: info.kind for a, info in settings.DATABASE_ALIASES.items() if info.kind != "jobs"}
+    roles = {a: info.kind for a, info in aliases().items() if info.kind != "jobs"}
     ex = ThreadPoolExecutor(max_workers=len(roles), thread_name_prefix="readyz")
     futures = {alias: ex.submit(_ready_one, alias) for alias in roles}
     wait(futures.values(), timeout=READY_DEADLINE_S + 0.5)

@@ -107,6 +107,20 @@ def job_connections() -> list[JobConnections]:
     return list(_job_connections)
 
 
+_temp_table_models: list[str] = []
+
+
+def register_temp_tables(model_label: str) -> None:
+    """A job stages rows in temporary tables in the database of `model_label` ("app.Model"):
+    provision_roles grants TEMP to that database's jobs role (and to no web role)."""
+    if model_label not in _temp_table_models:
+        _temp_table_models.append(model_label)
+
+
+def temp_table_models() -> list[str]:
+    return list(_temp_table_models)
+
+
 def set_outbox_reader(reader: Callable[[], dict]) -> None:
     """`dbstat` shows what `reader()` returns: {alias: {depth, oldest_age_s}} of the outbox."""
     _outbox_readers[:] = [reader]

@@ -25,13 +25,11 @@ from django.db import connections, router
 
 from config.multidb.conf.aliases import alias as alias_info
 from config.multidb.conf.databases import domain_aliases
+from config.multidb.lifecycle import temp_table_models
 from config.multidb.ops.roles import AppendOnly, Target, password_variable, passwords_from_env, provision
 from config.multidb.resilience.connect import clean_error
 
 DEFAULT_AUDIT_RETENTION_DAYS = 365
-# Jobs that stage rows in temporary tables, by the model whose database they stage in:
-# import_products (market/imports.py). Their database's jobs role gets TEMP; no web role does.
-JOBS_NEEDING_TEMP = ("market.Product",)
 
 
 class Command(BaseCommand):
@@ -108,7 +106,7 @@ class Command(BaseCommand):
             except psycopg.Error as exc:
                 raise CommandError(f"{target.alias}: {clean_error(exc, conninfo.get('password'))}") from None
         self.stdout.write(
-            "Point the web server at the app roles, job processes (run_jobs, import_products, audit_prune) "
+            "Point the web server at the app roles, job processes (every command that runs on the jobs pools) "
             "at the jobs roles, and migrate as the owners, e.g.:"
         )
         for target in targets:
@@ -155,6 +153,6 @@ class Command(BaseCommand):
             idle_in_transaction_timeout_ms=info.idle_in_transaction_timeout_ms,
             jobs=f"{prefix}_{short}_jobs",
             jobs_statement_timeout_ms=settings.ENV["JOBS_DATABASE_STATEMENT_TIMEOUT_MS"],
-            jobs_temp=any(router.db_for_write(apps.get_model(label)) == alias for label in JOBS_NEEDING_TEMP),
+            jobs_temp=any(router.db_for_write(apps.get_model(label)) == alias for label in temp_table_models()),
             append_only=append_only,
         )
