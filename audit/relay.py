@@ -31,7 +31,7 @@ from audit.models import AuditEvent
 from audit.outbox import OutboxEntry
 from config.multidb.conf.aliases import alias_or_none
 from config.multidb.resilience.breaker import DatabaseUnavailable, breaker_for
-from config.multidb.router import connected_to, home_alias, role_alias
+from config.multidb.router import connected_to, home_alias, pool_alias
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def relay_once(alias: str, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
     Plain SQL: the relay runs after every burst of commits in every web worker, so
     its cost per event is kept to copying values (no model instances)."""
     outbox = outbox_models()[alias]
-    db = role_alias(alias)
+    db = pool_alias(alias)
     shared = router.db_for_write(AuditEvent)
     _connect_fast(shared)
     _connect_fast(db)
@@ -153,7 +153,7 @@ def alias_status(alias: str) -> dict:
     from audit import metrics
 
     outbox = outbox_models()[alias]
-    row = outbox.objects.using(role_alias(alias)).aggregate(depth=Count("id"), oldest=Min("occurred_at"))
+    row = outbox.objects.using(pool_alias(alias)).aggregate(depth=Count("id"), oldest=Min("occurred_at"))
     age = (timezone.now() - row["oldest"]).total_seconds() if row["oldest"] else None
     status = {"depth": row["depth"], "oldest_age_s": None if age is None else round(max(age, 0.0), 3)}
     metrics.set_outbox(alias, status["depth"], status["oldest_age_s"])

@@ -244,7 +244,7 @@ _hold_children: dict[tuple[str, str], object] = {}
 _local = threading.local()
 
 
-def domain_of(path: str) -> str:
+def path_domain(path: str) -> str:
     if path in _OPS_PATHS:
         return "ops"
     for prefix, name in _DOMAIN_PREFIXES:
@@ -288,7 +288,7 @@ def record_request(path: str, status: int, route: str, started: float, response=
     (`response` is read only for a 503, to count the database it names)."""
     end = time.perf_counter()
     _local.active = False
-    domain = domain_of(path)
+    domain = path_domain(path)
     children = _request_children.get((domain, status))
     if children is None:
         label = str(status)

@@ -1,4 +1,4 @@
-"""The one router: reads the topology in config/multidb/conf/databases.py.
+"""The one router: reads the topology file (config/topology.py).
 
 - a model goes to the alias of its app (`default` for apps not listed);
 - inside `connected_to("jobs")` reads and writes go to that database's jobs pool;
@@ -19,24 +19,25 @@ from config.multidb.conf.aliases import alias_or_none
 from config.multidb.conf.databases import app_alias_map
 from config.multidb.conf.topology import SHARED_ALIAS
 
-ROLES = ("web", "jobs")
-_role: ContextVar[str] = ContextVar("database_role", default="web")
+POOLS = ("web", "jobs")
+_pool: ContextVar[str] = ContextVar("database_pool", default="web")
 
 
 @contextlib.contextmanager
-def connected_to(role: str):
-    """Send every query inside the block to the `role` pools (Rails' connected_to(role:))."""
-    if role not in ROLES:
-        raise ValueError(f"unknown database role {role!r}; expected one of {ROLES}")
-    token = _role.set(role)
+def connected_to(pool: str):
+    """Send every query inside the block to the `pool` pools, "web" or "jobs" (Rails'
+    connected_to(role:))."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}; expected one of {POOLS}")
+    token = _pool.set(pool)
     try:
         yield
     finally:
-        _role.reset(token)
+        _pool.reset(token)
 
 
-def current_role() -> str:
-    return _role.get()
+def current_pool() -> str:
+    return _pool.get()
 
 
 @functools.cache
@@ -49,13 +50,14 @@ def home_alias(app_label: str) -> str:
     return _app_aliases().get(app_label, SHARED_ALIAS)
 
 
-def domain_of(alias: str | None) -> str | None:
+def base_alias_of(alias: str | None) -> str | None:
     info = alias_or_none(alias)
     return info.base if info else alias
 
 
-def role_alias(base: str) -> str:
-    if _role.get() == "jobs":
+def pool_alias(base: str) -> str:
+    """`base`, or its jobs pool inside connected_to("jobs")."""
+    if _pool.get() == "jobs":
         return base + "_jobs"
     return base
 
@@ -63,16 +65,16 @@ def role_alias(base: str) -> str:
 class TopologyRouter:
     def db_for_read(self, model, **hints):
         base = home_alias(model._meta.app_label)
-        if _role.get() == "jobs":
+        if _pool.get() == "jobs":
             return base + "_jobs"
         return replicas.read_alias(base)
 
     def db_for_write(self, model, **hints):
-        return role_alias(home_alias(model._meta.app_label))
+        return pool_alias(home_alias(model._meta.app_label))
 
     def allow_relation(self, obj1, obj2, **hints):
-        db1 = domain_of(obj1._state.db) or home_alias(obj1._meta.app_label)
-        db2 = domain_of(obj2._state.db) or home_alias(obj2._meta.app_label)
+        db1 = base_alias_of(obj1._state.db) or home_alias(obj1._meta.app_label)
+        db2 = base_alias_of(obj2._state.db) or home_alias(obj2._meta.app_label)
         return db1 == db2
 
     def allow_migrate(self, db, app_label, model_name=None, **hints):

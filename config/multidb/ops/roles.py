@@ -77,7 +77,7 @@ class AppendOnly:
 
 
 @dataclass(frozen=True)
-class Target:
+class DatabaseRoles:
     alias: str
     database: str
     owner: str
@@ -140,7 +140,9 @@ $prune$
 """
 
 
-def provision(conninfo: dict, target: Target, *, passwords: dict[str, str | None], say: Callable[[str], None]) -> None:
+def provision(
+    conninfo: dict, target: DatabaseRoles, *, passwords: dict[str, str | None], say: Callable[[str], None]
+) -> None:
     """Create or update the roles and privileges of one database; safe to run again."""
     owner, app, db = sql.Identifier(target.owner), sql.Identifier(target.app), sql.Identifier(target.database)
     jobs = sql.Identifier(target.jobs) if target.jobs else None
@@ -241,7 +243,7 @@ def provision(conninfo: dict, target: Target, *, passwords: dict[str, str | None
         )
 
 
-def _provision_append_only(conn: psycopg.Connection, target: Target, spec: AppendOnly) -> None:
+def _provision_append_only(conn: psycopg.Connection, target: DatabaseRoles, spec: AppendOnly) -> None:
     """INSERT and SELECT for everyone the owner granted more; deletes only through the prune function."""
     table = sql.Identifier("public", spec.table)
     # The owner's default privileges granted UPDATE and DELETE when the table was created;

@@ -26,7 +26,7 @@ from django.db import connections, router
 from config.multidb.conf.aliases import alias as alias_info
 from config.multidb.conf.databases import domain_aliases
 from config.multidb.lifecycle import temp_table_models
-from config.multidb.ops.roles import AppendOnly, Target, password_variable, passwords_from_env, provision
+from config.multidb.ops.roles import AppendOnly, DatabaseRoles, password_variable, passwords_from_env, provision
 from config.multidb.resilience.connect import clean_error
 
 DEFAULT_AUDIT_RETENTION_DAYS = 365
@@ -130,7 +130,7 @@ class Command(BaseCommand):
             info["password"] = unquote(parts.password)
         return info
 
-    def _target(self, alias: str, prefix: str, audit_retention_days: int) -> Target:
+    def _target(self, alias: str, prefix: str, audit_retention_days: int) -> DatabaseRoles:
         sd = connections[alias].settings_dict
         name = (sd.get("DIRECT") or {}).get("NAME") or sd["NAME"]
         info = alias_info(alias)
@@ -144,7 +144,7 @@ class Command(BaseCommand):
                 time_column=audit._meta.get_field("occurred_at").column,
                 retention_days=audit_retention_days,
             )
-        return Target(
+        return DatabaseRoles(
             alias=alias,
             database=name,
             owner=f"{prefix}_{short}_owner",
