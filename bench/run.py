@@ -159,7 +159,8 @@ def topology_values(env: dict[str, str]) -> dict:
         [
             str(VENV_BIN / "python"),
             "-c",
-            "import json; from config.multidb.conf.env import read_dotenv; from config import databases as t;"
+            "import json; from config.multidb.conf.env import read_dotenv;"
+            "from config.multidb.conf import databases as t;"
             "read_dotenv(); print(json.dumps(t.read_all(), default=str))",
         ],
         cwd=ROOT,

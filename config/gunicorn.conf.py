@@ -62,9 +62,23 @@ keepalive = 5
 # to a worker with room (bench/profile.md: the bimodal rounds this removed).
 worker_connections = threads + max(threads // 2, 1)
 control_socket_disable = True
-accesslog = None
+accesslog = None  # the application writes one access line per request (config/httpkit/logs.py)
 errorlog = "-"
 loglevel = "info"
+if _ENV["LOG_FORMAT"] == "json":  # gunicorn's own lines in the application's shape
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "config.httpkit.logs.json_formatter"}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+            "error_console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+        },
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        },
+    }
 
 
 def _threads_per_worker(cfg):

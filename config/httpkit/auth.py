@@ -71,6 +71,7 @@ def token_optional(request: HttpRequest):
     user = token_user(header, request.method)
     if user is None:
         raise ApiError(401, "not_authenticated", "the 'Authorization: Token <key>' header is not valid")
+    request.api_user = user
     return user
 
 

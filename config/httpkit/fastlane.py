@@ -41,11 +41,14 @@ from http import HTTPStatus
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
+from django.http import HttpRequest, HttpResponse
 from django.http.request import split_domain_port, validate_host
+from django.middleware.security import SecurityMiddleware
 
 from config.httpkit import requestid
 from config.httpkit.auth import token_user
 from config.httpkit.errors import error_response, response_for_database_error
+from config.httpkit.logs import log_access
 from config.multidb import metrics, replicas
 
 log = logging.getLogger("django.request")  # where Django logs 4xx/5xx answers
@@ -56,10 +59,10 @@ Answer = tuple[int, dict, dict]  # (status, JSON body, extra headers)
 class Request:
     """What a lane handler sees: the WSGI environ, the path's match, the body on demand."""
 
-    __slots__ = ("environ", "match", "_body")
+    __slots__ = ("environ", "match", "_body", "user_id")
 
     def __init__(self, environ: dict, match: re.Match) -> None:
-        self.environ, self.match, self._body = environ, match, None
+        self.environ, self.match, self._body, self.user_id = environ, match, None, None
 
     def body(self) -> bytes | None:
         """The whole body, or None when Django must judge it (no or oversized Content-Length).
@@ -78,7 +81,9 @@ class Request:
     def token_user(self):
         """The user of a valid `Authorization: Token <key>` header, else None (Django answers 401).
         As token_required: a write is counted against the token's rate (`RateLimited`)."""
-        return token_user(self.environ.get("HTTP_AUTHORIZATION", ""), self.environ["REQUEST_METHOD"])
+        user = token_user(self.environ.get("HTTP_AUTHORIZATION", ""), self.environ["REQUEST_METHOD"])
+        self.user_id = getattr(user, "pk", None)  # for the access line
+        return user
 
 
 @dataclass(frozen=True)
@@ -150,13 +155,12 @@ class Lane:
                 if route.method == "GET":
                     return None  # Django runs the read again and answers it its way (500, logged)
                 log.exception("unexpected error in the fast lane: %s", path)  # a write never runs twice
-                response = error_response(
-                    500, "internal_error", "unexpected error"
-                )  # as config.httpkit.errors.server_error
+                # as config.httpkit.errors.server_error
+                response = error_response(500, "internal_error", "unexpected error")
             status, content = response.status_code, response.content
             headers = [*response.items(), *self._security_headers(secure), ("Content-Length", str(len(content)))]
             headers.append((requestid.HEADER, request_id))
-            metrics.record_request(path, status, route.route, started, response=response)
+            databases = metrics.record_request(path, status, route.route, started, response=response)
         else:
             if answer is None:
                 return None
@@ -164,10 +168,11 @@ class Lane:
             content = _ENCODER.encode(body).encode()  # as JsonResponse
             headers = [_JSON, *extra.items(), *self._security_headers(secure), ("Content-Length", str(len(content)))]
             headers.append((requestid.HEADER, request_id))
-            metrics.record_request(path, status, route.route, started)
+            databases = metrics.record_request(path, status, route.route, started)
         finally:
             for alias in route.aliases:
                 connections[alias].close()  # back to the pool, as Django's request_finished would
+        log_access(route.method, path, status, started, request.user_id, databases)
         reason = HTTPStatus(status).phrase
         if status >= 400:  # as django.utils.log.log_response
             (log.error if status >= 500 else log.warning)("%s: %s", reason, path, extra={"status_code": status})
@@ -212,9 +217,6 @@ class Lane:
 
 def security_headers(secure: bool) -> list[tuple[str, str]]:
     """The headers SecurityMiddleware adds to an answer, found by running it once."""
-    from django.http import HttpRequest, HttpResponse
-    from django.middleware.security import SecurityMiddleware
-
     request = HttpRequest()
     request.is_secure = lambda: secure
     response = SecurityMiddleware(lambda r: HttpResponse()).process_response(request, HttpResponse())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from django.core import signing
 from django.core.exceptions import MiddlewareNotUsed
@@ -10,7 +11,8 @@ from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError
 
 from config.httpkit.errors import response_for_database_error
-from config.multidb import replicas
+from config.httpkit.logs import log_access
+from config.multidb import metrics, replicas
 from config.multidb.conf.aliases import alias_or_none, aliases
 from config.multidb.resilience.breaker import DatabaseUnavailable
 
@@ -40,8 +42,6 @@ class DatabaseErrorMiddleware:
 
 
 def _remember_database_fault(sender, request=None, **kwargs):
-    import sys
-
     if request is not None:
         response = response_for_database_error(sys.exc_info()[1], request)
         if response is not None:
@@ -63,13 +63,17 @@ class AllowedHostsMiddleware:
         return self.get_response(request)
 
 
+def _user_id(request):
+    """The id of the token's user or of an already-loaded session user; never a query."""
+    user = request.__dict__.get("api_user") or request.__dict__.get("_cached_user")
+    return getattr(user, "pk", None)
+
+
 class RequestMetricsMiddleware:
     """Outermost: counts every request by domain and status, its latency, and how long
     it held a pooled connection of each alias (config/multidb/metrics.py)."""
 
     def __init__(self, get_response):
-        from config.multidb import metrics
-
         self.get_response = get_response
         self.started = metrics.request_started
         self.finished = metrics.request_finished
@@ -77,7 +81,8 @@ class RequestMetricsMiddleware:
     def __call__(self, request):
         started = self.started()
         response = self.get_response(request)
-        self.finished(request, response, started)
+        databases = self.finished(request, response, started)
+        log_access(request.method, request.path, response.status_code, started, _user_id(request), databases)
         return response
 
 

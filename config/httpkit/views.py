@@ -11,6 +11,7 @@ from django.http import HttpResponse, JsonResponse
 
 from config.httpkit.auth import credentials_match
 from config.httpkit.errors import error_response
+from config.multidb import metrics as m
 from config.multidb.backend.base import check_with_deadline
 from config.multidb.conf.aliases import aliases
 from config.multidb.ops.probe import probe
@@ -81,8 +82,6 @@ def readyz(request):
 
 
 def metrics(request):
-    from config.multidb import metrics as m
-
     token = settings.ENV["METRICS_TOKEN"]
     if token and not credentials_match(request.headers.get("Authorization", ""), "Bearer", token):
         return error_response(

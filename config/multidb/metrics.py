@@ -266,15 +266,23 @@ connection_created.connect(_on_connection_created, dispatch_uid="platform-metric
 def request_started() -> float:
     try:
         _local.held.clear()
+        _local.waited.clear()
     except AttributeError:
-        _local.held = {}
+        _local.held, _local.waited = {}, {}
     _local.active = True
     return time.perf_counter()
 
 
-def request_finished(request, response, started: float) -> None:
+def note_pool_wait(alias: str, seconds: float) -> None:
+    """The backend took `seconds` to get a connection of `alias` (pool wait and checkout check)."""
+    waited = getattr(_local, "waited", None)
+    if waited is not None and getattr(_local, "active", False):
+        waited[alias] = waited.get(alias, 0.0) + seconds
+
+
+def request_finished(request, response, started: float) -> dict[str, dict[str, float]]:
     match = request.resolver_match
-    record_request(
+    return record_request(
         request.path_info,
         response.status_code,
         match.route if match is not None else "unmatched",
@@ -283,10 +291,12 @@ def request_finished(request, response, started: float) -> None:
     )
 
 
-def record_request(path: str, status: int, route: str, started: float, response=None) -> None:
+def record_request(path: str, status: int, route: str, started: float, response=None) -> dict[str, dict[str, float]]:
     """One answered request: its count and latency by domain, and how long it held each alias
-    (`response` is read only for a 503, to count the database it names)."""
+    (`response` is read only for a 503, to count the database it names). Returns what it used
+    of each database, for the access line: {alias: {"held_ms", "wait_ms"}}."""
     end = time.perf_counter()
+    used: dict[str, dict[str, float]] = {}
     _local.active = False
     domain = path_domain(path)
     children = _request_children.get((domain, status))
@@ -297,18 +307,24 @@ def record_request(path: str, status: int, route: str, started: float, response=
         )
     children[0].inc()
     children[1].observe(end - started)
-    held = _local.held
+    held, waited = _local.held, _local.waited
     if held:
         for alias, since in held.items():
             child = _hold_children.get((route, alias))
             if child is None:
                 child = _hold_children.setdefault((route, alias), CONNECTION_HOLD.labels(route, alias))
             child.observe(end - since)
+            used[alias] = {
+                "held_ms": round((end - since) * 1000, 2),
+                "wait_ms": round(waited.get(alias, 0.0) * 1000, 2),
+            }
         held.clear()
+        waited.clear()
     if status == 503 and response is not None:
         alias = _unavailable_alias(response)
         if alias:
             HTTP_DB_UNAVAILABLE.labels(alias).inc()
+    return used
 
 
 def _unavailable_alias(response) -> str | None:

@@ -151,12 +151,18 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "config.httpkit.requestid.RequestIdFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
+    "formatters": {
+        "json": {"()": "config.httpkit.logs.json_formatter"},
+        "text": {"()": "config.httpkit.logs.TextFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": ENV["LOG_FORMAT"], "filters": ["request_id"]}
+    },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "config": {"level": "INFO"},
         "audit": {"level": "INFO"},
+        "access": {"level": "INFO"},  # one line per request (config/httpkit/logs.py)
         "psycopg.pool": {"level": "ERROR"},
         # A traceback per forged Host; config.httpkit.errors.bad_request logs one line naming
         # DJANGO_ALLOWED_HOSTS instead.

@@ -45,8 +45,9 @@ def test_the_clients_id_is_echoed_in_the_header_the_error_and_the_log_line(token
     assert status.startswith("404")
     assert headers["X-Request-ID"] == "abc-123.x"
     assert json.loads(body)["error"]["request_id"] == "abc-123.x"
-    lines = [line for line in console.getvalue().splitlines() if "/api/market/accounts/999999" in line]
-    assert lines and all("[abc-123.x]" in line for line in lines)
+    lines = [json.loads(line) for line in console.getvalue().splitlines() if "/api/market/accounts/999999" in line]
+    assert {line["logger"] for line in lines} == {"access", "django.request"}  # the access line, Django's 404
+    assert all(line["request_id"] == "abc-123.x" for line in lines)
 
 
 @pytest.mark.parametrize("sent", [None, "", "has space", "x" * 129, "new\nline", "-leading-dash", "ünï"])
@@ -77,7 +78,8 @@ def test_the_fast_lane_carries_the_id_as_django_does(token, console):
         assert lane is not None and lane == call(ApiHandler(), env())
         assert lane[1]["X-Request-ID"] == "lane-1"
     assert json.loads(lane[2])["error"]["request_id"] == "lane-1"
-    assert "[lane-1]" in console.getvalue()  # the 404's warning line
+    lines = [json.loads(line) for line in console.getvalue().splitlines()]
+    assert any(line["logger"] == "django.request" and line["request_id"] == "lane-1" for line in lines)  # the 404
     # Without an id of the client's, the lane makes one and puts it in the body too.
     env = environ(f"/api/users/{user_id + 10**6}")
     del env["HTTP_X_REQUEST_ID"]
@@ -93,4 +95,5 @@ def test_admin_pages_carry_an_id_too():
 
 def test_log_lines_outside_a_request_say_so(console):
     logging.getLogger("config").warning("outside any request")
-    assert "[-] outside any request" in console.getvalue()
+    line = json.loads(console.getvalue().splitlines()[-1])
+    assert line["event"] == "outside any request" and line["request_id"] == "-"

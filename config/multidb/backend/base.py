@@ -24,6 +24,7 @@ from django.db.utils import DatabaseErrorWrapper
 from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
+from config.multidb import metrics
 from config.multidb.backend.guard import guard, socket_identity
 from config.multidb.conf.aliases import alias_or_none
 from config.multidb.replicas import refuse_writes
@@ -132,7 +133,9 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         breaker.before()
         try:
             with guard.call(self.alias, limit=self.bulkhead_limit):
+                asked = time.perf_counter()
                 connection = super().get_new_connection(conn_params)
+                metrics.note_pool_wait(self.alias, time.perf_counter() - asked)
         except TooManyRequests:
             # A full queue is load, not a fault: refuse without counting a failure.
             raise DatabaseUnavailable(self.alias, "pool_full", retry_after=1.0) from None

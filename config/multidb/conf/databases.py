@@ -130,6 +130,13 @@ GLOBAL_VARS: list[Var] = [
         "429 rate_limited; 0 = no limit",
     ),
     Var(
+        "LOG_FORMAT",
+        "choice",
+        "json",
+        choices=("json", "text"),
+        help="json: one JSON object per log line (for a log collector); text: plain lines for a terminal",
+    ),
+    Var(
         "API_FAST_LANE",
         "bool",
         True,

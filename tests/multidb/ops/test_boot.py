@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.support.logs import messages
 from tests.support.ops import DIRECT_PASSWORD, activity, children, pooled_env, tcp_owners, uses_test_databases
 from tests.support.pgcluster import free_port, wait_for
 from tests.support.project import manage
@@ -93,7 +94,7 @@ def test_an_unreachable_replica_only_warns_and_readyz_stays_200_listing_it(ops_e
     server = serve(env, workers=1, threads=4)
     out = server.output()
     assert "boot check failed" not in out and "the master holds no database pool" in out
-    (warning,) = [line for line in out.splitlines() if "[WARNING] boot check:" in line]
+    (warning,) = messages(out, level="warning", starting="boot check: ")
     assert f"replica 'market_replica' (127.0.0.1:{port}/ops_market) unreachable" in warning
     assert "'market'" in warning  # the primary its reads go to
 
@@ -131,7 +132,7 @@ def test_behind_pgbouncer_an_unreachable_direct_url_only_warns(small_cluster, sm
     server = serve(env, workers=1, threads=2)
     out = server.output()
     assert "boot check failed" not in out and "the master holds no database pool" in out
-    (warning,) = [line for line in out.splitlines() if "[WARNING] boot check:" in line]
+    (warning,) = messages(out, level="warning", starting="boot check: ")
     assert (
         f"the direct URL of 'market' (127.0.0.1:{port}/ops_market, the server behind its pooler) unreachable"
     ) in warning

@@ -11,6 +11,7 @@ import pytest
 
 from config.multidb.ops.safety import bind_host, is_local_host, secret_key_problem
 from tests.multidb.ops.test_boot import boot_and_wait, failures
+from tests.support.logs import messages
 from tests.support.ops import uses_test_databases
 from tests.support.servers import ROOT, http
 
@@ -23,7 +24,7 @@ GOOD_KEY = secrets.token_urlsafe(50)
 
 
 def warnings(out: str) -> list[str]:
-    return [line.split("[WARNING] boot check: ", 1)[1] for line in out.splitlines() if "[WARNING] boot check: " in line]
+    return messages(out, level="warning", starting="boot check: ")
 
 
 @pytest.mark.parametrize(
