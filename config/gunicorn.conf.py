@@ -65,20 +65,6 @@ control_socket_disable = True
 accesslog = None  # the application writes one access line per request (config/httpkit/logs.py)
 errorlog = "-"
 loglevel = "info"
-if _ENV["LOG_FORMAT"] == "json":  # gunicorn's own lines in the application's shape
-    logconfig_dict = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "config.httpkit.logs.json_formatter"}},
-        "handlers": {
-            "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
-            "error_console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
-        },
-        "loggers": {
-            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
-            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
-        },
-    }
 
 
 def _threads_per_worker(cfg):
@@ -99,6 +85,11 @@ def on_starting(server):
     import django
 
     django.setup()
+    if _ENV["LOG_FORMAT"] == "json":  # gunicorn's own lines in the application's shape from here on
+        from config.httpkit.logs import json_formatter
+
+        for handler in server.log.error_log.handlers:
+            handler.setFormatter(json_formatter())
     from config.multidb.ops.boot import boot_checks
 
     problems = boot_checks(
