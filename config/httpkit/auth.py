@@ -37,9 +37,6 @@ _authenticators: list[Callable] = []
 _request_contexts: list[Callable] = []
 
 
-_request_contexts: list[Callable] = []
-
-
 def add_request_context(context: Callable) -> None:
     """`context(user)` (a context manager) wraps every view behind token_required; apps add
     theirs from AppConfig.ready() (audit: the actor of the request's writes)."""

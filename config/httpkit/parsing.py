@@ -62,24 +62,6 @@ _ASCII_DIGITS = re.compile("[0-9]{1,19}")  # str.isdigit() also takes "²" and "
 _PRINTABLE = re.compile("[\x20-\x7e]*")
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode Cc: no line breaks or tabs in one-line text
-_CONTROL_MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # tab, LF and CR allowed
-_ASCII_DIGITS = re.compile("[0-9]{1,19}")  # str.isdigit() also takes "²" and "١", which int() refuses or reads
-_PRINTABLE = re.compile("[\x20-\x7e]*")
-
-
-_CONTROL_MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # tab, LF and CR allowed
-_ASCII_DIGITS = re.compile("[0-9]{1,19}")  # str.isdigit() also takes "²" and "١", which int() refuses or reads
-_PRINTABLE = re.compile("[\x20-\x7e]*")
-
-
-_ASCII_DIGITS = re.compile("[0-9]{1,19}")  # str.isdigit() also takes "²" and "١", which int() refuses or reads
-_PRINTABLE = re.compile("[\x20-\x7e]*")
-
-
-_PRINTABLE = re.compile("[\x20-\x7e]*")
-
-
 def _printable(text: str) -> bool:
     return _PRINTABLE.fullmatch(text) is not None
 
