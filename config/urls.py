@@ -1,7 +1,10 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import path
 
-from config.httpkit import pages, views
+from blog.api import router as blog_api
+from config.httpkit import api, pages, views
+from config.users.api import router as users_api
+from market.api import router as market_api
 
 handler400 = "config.httpkit.errors.bad_request"
 handler404 = "config.httpkit.errors.not_found"
@@ -12,8 +15,7 @@ urlpatterns = [
     path("healthz", views.healthz),
     path("readyz", views.readyz),
     path("metrics", views.metrics),
-    path("api/users/", include("config.users.urls")),
-    path("api/blog/", include("blog.urls")),
-    path("api/market/", include("market.urls")),
+    # Every /api/ endpoint, typed (django-ninja), with /api/openapi.json and /api/docs.
+    path("api/", api.build([("/users", users_api), ("/blog", blog_api), ("/market", market_api)]).urls),
     path("admin/", admin.site.urls),
 ]

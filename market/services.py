@@ -59,7 +59,8 @@ from market.models import (
 MAX_ORDER_LINES = 100
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 # Printable ASCII, no spaces; \Z, not $ (which matches before a final newline).
-_KEY_RE = re.compile(r"^[\x21-\x7e]{1,%d}\Z" % MAX_IDEMPOTENCY_KEY_LENGTH)
+IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,%d}\Z" % MAX_IDEMPOTENCY_KEY_LENGTH)
+IDEMPOTENCY_KEY_DESCRIPTION = f"1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters"
 UNIQUE_VIOLATION = "23505"
 
 
@@ -101,7 +102,7 @@ def product_create(*, sku: str, name: str, price_cents: int, stock: int = 0) -> 
 # Orders -------------------------------------------------------------------
 
 
-def _merged_items(items: Any) -> dict[str, int]:
+def order_items_check(items: Any) -> dict[str, int]:
     """{sku: quantity}, validated; the same sku twice is one line with the quantities added."""
     if not isinstance(items, list) or not items:
         raise InvalidRequest("items must be a non-empty list", field="items")
@@ -130,7 +131,7 @@ def order_create(*, buyer, items: Iterable[Mapping[str, Any]]) -> Order:
     `ProductNotFound` for an unknown sku, `InsufficientStock` (nothing changed)
     when any line cannot be served. Returns the order with `line_items` set.
     """
-    wanted = _merged_items(items)
+    wanted = order_items_check(items)
     skus = sorted(wanted)
     with atomic_for(Order):
         # The sort is below the lock in the plan: rows are locked in sku order.
@@ -337,11 +338,8 @@ def transfer_create(
     (a unique-key race then rolls back only the savepoint) and the audit relay
     is kicked when the caller commits.
     """
-    if not isinstance(idempotency_key, str) or not _KEY_RE.match(idempotency_key):
-        raise InvalidRequest(
-            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters",
-            field="Idempotency-Key",
-        )
+    if not isinstance(idempotency_key, str) or not IDEMPOTENCY_KEY_RE.match(idempotency_key):
+        raise InvalidRequest(f"Idempotency-Key must be {IDEMPOTENCY_KEY_DESCRIPTION}", field="Idempotency-Key")
     _int_in_range(from_account_id, "from_account", minimum=1, maximum=MAX_BIGINT)
     _int_in_range(to_account_id, "to_account", minimum=1, maximum=MAX_BIGINT)
     _int_in_range(amount_cents, "amount_cents", minimum=1, maximum=MAX_CENTS)

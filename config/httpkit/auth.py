@@ -3,14 +3,8 @@ the tokens' app registers (config.users), and the one parser of Authorization he
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hmac
 from collections.abc import Callable
-
-from django.http import HttpRequest
-
-from config.httpkit.errors import ApiError, error_response
 
 
 def credentials(header: str, scheme: str) -> str | None:
@@ -38,10 +32,14 @@ _request_contexts: list[Callable] = []
 
 
 def add_request_context(context: Callable) -> None:
-    """`context(user)` (a context manager) wraps every view behind token_required; apps add
+    """`context(user)` (a context manager) wraps every API operation called with a token; apps add
     theirs from AppConfig.ready() (audit: the actor of the request's writes)."""
     if context not in _request_contexts:
         _request_contexts.append(context)
+
+
+def request_contexts() -> list[Callable]:
+    return _request_contexts
 
 
 def set_token_authenticator(authenticate: Callable) -> None:
@@ -57,42 +55,3 @@ def token_user(authorization: str, method: str):
     if key is None or not _authenticators:
         return None
     return _authenticators[0](key=key, write=method not in SAFE_METHODS)
-
-
-def token_optional(request: HttpRequest):
-    """The user of the `Authorization: Token` header, None without the header; 401 when the header is not valid
-    (a client that sends a bad key should hear so, not silently get the anonymous answer)."""
-    header = request.headers.get("Authorization", "")
-    if not header:
-        return None  # anonymous: no query at all
-    user = token_user(header, request.method)
-    if user is None:
-        raise ApiError(401, "not_authenticated", "the 'Authorization: Token <key>' header is not valid")
-    request.api_user = user
-    return user
-
-
-def token_required(view: Callable | None = None, *, perm: str | None = None):
-    """`Authorization: Token <key>`: 401 not_authenticated without a valid key; with `perm`
-    (Django's "<app>.<codename>", which superusers hold), 403 forbidden for a user without it.
-    Staff status alone grants nothing here."""
-
-    def decorate(func):
-        @functools.wraps(func)
-        def wrapper(request, *args, **kwargs):
-            user = token_user(request.headers.get("Authorization", ""), request.method)
-            if user is None:
-                return error_response(
-                    401, "not_authenticated", "a valid 'Authorization: Token <key>' header is required"
-                )
-            if perm is not None and not user.has_perm(perm):
-                return error_response(403, "forbidden", f"this needs the permission {perm}")
-            request.api_user = user
-            with contextlib.ExitStack() as stack:
-                for context in _request_contexts:  # audit: writes of this request name the token's user
-                    stack.enter_context(context(user))
-                return func(request, *args, **kwargs)
-
-        return wrapper
-
-    return decorate(view) if view is not None else decorate

@@ -14,11 +14,15 @@ from django.http import HttpRequest
 from config.httpkit.errors import ApiError, invalid
 
 
-def json_body(request: HttpRequest, *, required: set[str], optional: set[str] = frozenset()) -> dict[str, Any]:
-    """Parse a JSON object body: 400 for malformed JSON, missing or unknown fields; 413 for oversized.
+def body_too_big() -> ApiError:
+    return ApiError(413, "payload_too_large", f"body larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
 
-    Only the shape is checked here; each value then goes through one of the rules below."""
-    too_big = ApiError(413, "payload_too_large", f"body larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes")
+
+def parse_json_object(request: HttpRequest) -> dict[str, Any]:
+    """The JSON object of a request's body: 413 when larger than DATA_UPLOAD_MAX_MEMORY_SIZE,
+    400 when not JSON or not an object. Its fields are then checked by the endpoint's schema
+    (config.httpkit.schemas.Body)."""
+    too_big = body_too_big()
     try:
         # Django refuses a declared Content-Length above the limit while reading the body.
         body = request.body
@@ -27,18 +31,11 @@ def json_body(request: HttpRequest, *, required: set[str], optional: set[str] = 
     if len(body) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
         raise too_big
     try:
-        data = json.loads(request.body or b"")
+        data = json.loads(body or b"")
     except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ApiError(400, "invalid_request", "body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_request", "body must be a JSON object")
-    missing = sorted(required - data.keys())
-    if missing:
-        raise invalid(missing[0], f"missing field(s): {', '.join(missing)}", fields=missing)
-    unknown = sorted(data.keys() - required - set(optional))
-    if unknown:
-        names = [n if _printable(n) else ascii(n) for n in unknown]  # a key may hold NUL or surrogates
-        raise invalid(names[0], f"unknown field(s): {', '.join(names)}", fields=names)
     return data
 
 
@@ -58,11 +55,11 @@ def json_body(request: HttpRequest, *, required: set[str], optional: set[str] = 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode Cc: no line breaks or tabs in one-line text
 _CONTROL_MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # tab, LF and CR allowed
-_ASCII_DIGITS = re.compile("[0-9]{1,19}")  # str.isdigit() also takes "²" and "١", which int() refuses or reads
+ASCII_DIGITS = re.compile("[0-9]{1,19}")  # str.isdigit() also takes "²" and "١", which int() refuses or reads
 _PRINTABLE = re.compile("[\x20-\x7e]*")
 
 
-def _printable(text: str) -> bool:
+def printable(text: str) -> bool:
     return _PRINTABLE.fullmatch(text) is not None
 
 
@@ -119,28 +116,3 @@ def clean_int(value: Any, field: str, *, minimum: int | None = None, maximum: in
     elif maximum is not None and value > maximum:
         raise invalid(field, f"{field} must be at most {maximum}")
     return value
-
-
-def query_int(request: HttpRequest, name: str, *, default: int, minimum: int, maximum: int) -> int:
-    """A query parameter of ASCII digits within [minimum, maximum]; `default` when absent."""
-    raw = request.GET.get(name)
-    if raw is None:
-        return default
-    if not _ASCII_DIGITS.fullmatch(raw) or not minimum <= int(raw) <= maximum:
-        raise invalid(name, f"{name} must be an integer from {minimum} to {maximum}")
-    return int(raw)
-
-
-def query_key(request: HttpRequest, name: str, *, pattern: re.Pattern, max_length: int, description: str):
-    """An optional key in the query string (a cursor): None when absent or empty, else `clean_key`."""
-    raw = request.GET.get(name)
-    if not raw:
-        return None
-    return clean_key(raw, name, pattern=pattern, max_length=max_length, description=description)
-
-
-def require_str(data: dict, name: str, *, max_length: int, allow_empty: bool = False, multiline: bool = False) -> str:
-    """`clean_text` of a body field; text that may be empty (a post's body) is kept as sent, unstripped."""
-    return clean_text(
-        data.get(name), name, max_length=max_length, multiline=multiline, allow_empty=allow_empty, strip=not allow_empty
-    )

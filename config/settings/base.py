@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "axes",
+    "ninja",  # the API docs page's assets from the package, not a CDN
     "config.multidb",
     "config.httpkit",
     "config.users",

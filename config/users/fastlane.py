@@ -1,5 +1,5 @@
 """The fast lane's route for GET /api/users/<id> (config/httpkit/fastlane.py), registered in
-UsersConfig.ready(): config.users.views.user_detail without Django's request path."""
+UsersConfig.ready(): config.users.api.user_detail without Django's request path."""
 
 from __future__ import annotations
 
