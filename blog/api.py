@@ -46,7 +46,17 @@ def post_list(request: HttpRequest, page: Query[PostPageQuery]):
     "/posts",
     auth=token,
     summary="Write a post (a draft unless status is published)",
-    **errors(400, 401, 413, 429, ok={201: Data[Post]}),
+    **errors(
+        400,
+        401,
+        413,
+        429,
+        ok={201: Data[Post]},
+        links={
+            "post_detail": {"slug": "$response.body#/data/slug"},
+            "post_update": {"slug": "$response.body#/data/slug"},
+        },
+    ),
 )
 def post_create(request: HttpRequest, response: HttpResponse, payload: PostIn):
     post = _saved(services.post_create, author=request.auth, **payload.model_dump())
@@ -58,7 +68,7 @@ def post_create(request: HttpRequest, response: HttpResponse, payload: PostIn):
     "/posts/{slug}",
     auth=token_optional,
     summary="One post: a draft only for its author or a holder of blog.view_post",
-    **errors(400, 401, codes={404: ["post_not_found"]}, ok={200: Data[Post]}),
+    **errors(400, 401, codes={404: ["post_not_found"]}, ok={200: Data[Post]}, optional_token=True),
 )
 def post_detail(request: HttpRequest, slug: Slug):
     post = selectors.post_get_by_slug(slug=slug, user=viewer(request))

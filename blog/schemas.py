@@ -3,7 +3,7 @@
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from blog.models import SLUG_MAX_LENGTH, TAG_NAME_MAX_LENGTH, TITLE_MAX_LENGTH
 from blog.models import Post as PostModel
@@ -40,8 +40,8 @@ Content = Text(BODY_MAX_LENGTH, multiline=True, allow_empty=True, description="K
 Status = Annotated[Literal[STATUSES], BeforeValidator(_status)]
 Tags = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=TAG_NAME_MAX_LENGTH)]],
-    BeforeValidator(_tags),
     Field(max_length=TAGS_MAX, description="Tag names; a tag is made for a new name."),
+    BeforeValidator(_tags),
 ]
 
 
@@ -53,6 +53,8 @@ class PostIn(Body):
 
 
 class PostPatch(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
     title: Title = None
     body: Content = None
     status: Status = None

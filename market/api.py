@@ -41,7 +41,13 @@ class ProductPage(Schema):
     "/products",
     auth=token,
     summary="Create a product (market.add_product)",
-    **errors(*WRITE, 403, codes={409: ["sku_exists"]}, ok={201: Data[Product]}),
+    **errors(
+        *WRITE,
+        403,
+        codes={409: ["sku_exists"]},
+        ok={201: Data[Product]},
+        links={"product_detail": {"sku": "$response.body#/data/sku"}},
+    ),
 )
 @requires("market.add_product")
 def product_create(request: HttpRequest, payload: ProductIn):
@@ -69,7 +75,12 @@ def product_detail(request: HttpRequest, sku: Sku):
     "/orders",
     auth=token,
     summary="Place an order: all of its stock is taken, or none",
-    **errors(*WRITE, codes={404: ["product_not_found"], 409: ["insufficient_stock"]}, ok={201: Data[Order]}),
+    **errors(
+        *WRITE,
+        codes={404: ["product_not_found"], 409: ["insufficient_stock"]},
+        ok={201: Data[Order]},
+        links={"order_detail": {"order_id": "$response.body#/data/id"}},
+    ),
 )
 def order_create(request: HttpRequest, payload: OrderIn):
     items = [line.model_dump() for line in payload.items]
@@ -91,7 +102,7 @@ def order_detail(request: HttpRequest, order_id: int):
     "/accounts",
     auth=token,
     summary="Open an account for a user (market.add_account)",
-    **errors(*WRITE, 403, ok={201: Data[Account]}),
+    **errors(*WRITE, 403, ok={201: Data[Account]}, links={"account_detail": {"account_id": "$response.body#/data/id"}}),
 )
 @requires("market.add_account")
 def account_create(request: HttpRequest, payload: AccountIn):

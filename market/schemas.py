@@ -54,12 +54,12 @@ def _items(value: Any) -> Any:
 class OrderIn(Body):
     items: Annotated[
         list[OrderLineIn],
-        BeforeValidator(_items),
         Field(
             min_length=1,
             max_length=MAX_ORDER_LINES,
             description="The same sku twice is one line with the quantities added.",
         ),
+        BeforeValidator(_items),
     ]
 
 

@@ -127,18 +127,37 @@ def _request_contexts(view: Callable) -> Callable:
     return wrapper
 
 
-def errors(*statuses: int, ok: dict[int, Any], codes: dict[int, Iterable[str]] | None = None) -> dict[str, Any]:
+def errors(
+    *statuses: int,
+    ok: dict[int, Any],
+    codes: dict[int, Iterable[str]] | None = None,
+    links: dict[str, dict[str, str]] | None = None,
+    optional_token: bool = False,
+) -> dict[str, Any]:
     """An operation's `response=` (its success schema `ok` and the error envelope for each error
-    status) and the OpenAPI descriptions naming each status' codes:
+    status) and its OpenAPI extras: the codes of each status, `links` from the success answer
+    to the operations that read what it made (`{"order_detail": {"order_id": "$response.body#/data/id"}}`),
+    and an optional token (the document says a request without one is fine):
     `errors(401, ok={200: Data[Account]}, codes={404: ["account_not_found"]})`. 503 is added to every one."""
     codes = codes or {}
     statuses = sorted({*statuses, *codes, 503})
-    described = {}
+    described: dict[int, dict] = {}
     for status in statuses:
         names = list(codes.get(status, ()))
         text = _STATUS_TEXT.get(status, "Error")
         described[status] = {"description": f"{text}: `{'`, `'.join(names)}`" if names else text}
-    return {"response": {**ok, **{s: Error for s in statuses}}, "openapi_extra": {"responses": described}}
+    if links:
+        (status,) = ok
+        described[status] = {
+            "links": {
+                operation: {"operationId": operation, "parameters": parameters}
+                for operation, parameters in links.items()
+            }
+        }
+    extra: dict[str, Any] = {"responses": described}
+    if optional_token:
+        extra["security"] = [{}]  # added to ninja's [{"TokenAuth": []}]: no token at all is fine too
+    return {"response": {**ok, **{s: Error for s in statuses}}, "openapi_extra": extra}
 
 
 class Api(NinjaAPI):

@@ -58,10 +58,18 @@ def Text(max_length: int, *, multiline: bool = False, allow_empty: bool = False,
             strip=not allow_empty,
         )
 
+    # Constraints first (they describe the value the rule let through), then the rule. The
+    # pattern states the control characters refused (both dialects read \xHH).
+    refused = "\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f" if multiline else "\\x00-\\x1f\\x7f-\\x9f"
     return Annotated[
         str,
+        Field(
+            min_length=0 if allow_empty else 1,
+            max_length=max_length,
+            pattern=f"^[^{refused}]*$",
+            description=description or None,
+        ),
         BeforeValidator(check),
-        Field(min_length=0 if allow_empty else 1, max_length=max_length, description=description or None),
     ]
 
 
@@ -78,13 +86,13 @@ def Key(pattern: re.Pattern, max_length: int, description: str, *, field: str | 
     body = pattern.pattern.removeprefix("^").removesuffix("\\Z").removesuffix("$")
     return Annotated[
         str,
-        BeforeValidator(check),
         Field(
             min_length=1,
             max_length=max_length,
             pattern=f"^(?:{body})$",
             description=f"{description[:1].upper()}{description[1:]}.",
         ),
+        BeforeValidator(check),
     ]
 
 
@@ -94,7 +102,7 @@ def Int(minimum: int, maximum: int, *, description: str = "") -> Any:  # noqa: N
     def check(value: Any, info: ValidationInfo) -> int:
         return clean_int(value, info.field_name, minimum=minimum, maximum=maximum)
 
-    return Annotated[int, BeforeValidator(check), Field(ge=minimum, le=maximum, description=description or None)]
+    return Annotated[int, Field(ge=minimum, le=maximum, description=description or None), BeforeValidator(check)]
 
 
 def QueryInt(minimum: int, maximum: int, *, description: str = "") -> Any:  # noqa: N802
@@ -106,7 +114,7 @@ def QueryInt(minimum: int, maximum: int, *, description: str = "") -> Any:  # no
             raise invalid(name, f"{name} must be an integer from {minimum} to {maximum}")
         return int(value)
 
-    return Annotated[int, BeforeValidator(check), Field(ge=minimum, le=maximum, description=description or None)]
+    return Annotated[int, Field(ge=minimum, le=maximum, description=description or None), BeforeValidator(check)]
 
 
 def QueryKey(pattern: re.Pattern, max_length: int, description: str) -> Any:  # noqa: N802
@@ -117,10 +125,11 @@ def QueryKey(pattern: re.Pattern, max_length: int, description: str) -> Any:  # 
             return None
         return clean_key(value, info.field_name, pattern=pattern, max_length=max_length, description=description)
 
+    body = pattern.pattern.removeprefix("^").removesuffix("\\Z").removesuffix("$")
     return Annotated[
-        str | None,
+        Annotated[str, Field(max_length=max_length, pattern=f"^(?:{body})?$")] | None,  # empty: absent
+        Field(description=f"{description[:1].upper()}{description[1:]}."),
         BeforeValidator(check),
-        Field(max_length=max_length, description=f"{description[:1].upper()}{description[1:]}."),
     ]
 
 

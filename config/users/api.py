@@ -23,7 +23,7 @@ class User(BaseModel):
     auth=token_optional,
     summary="A user: id and username for anyone, the email for themself or auth.view_user",
     exclude_unset=True,
-    **errors(401, codes={404: ["user_not_found"]}, ok={200: Data[User]}),
+    **errors(401, codes={404: ["user_not_found"]}, ok={200: Data[User]}, optional_token=True),
 )
 def user_detail(request: HttpRequest, user_id: int):
     row = user_get_public(user_id=user_id, viewer=viewer(request))

@@ -10,17 +10,6 @@ from django.db import connections
 
 from tests.support.servers import Gunicorn, cluster_env, test_database_urls
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 pytestmark = pytest.mark.browser
 
 
@@ -28,24 +17,6 @@ def rows(alias, sql, params=()):
     with connections[alias].cursor() as cur:
         cur.execute(sql, params)
         return cur.fetchall()
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop in this thread; the test's own
-    # Django queries are still plain synchronous calls.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-            # Connections the test opened while Playwright's loop ran belong to that
-            # context; give them back here, or they would outlive the session's pools.
-            connections.close_all()
 
 
 @pytest.mark.django_db(databases=["default", "blog", "market"], transaction=True)
