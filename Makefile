@@ -57,8 +57,9 @@ format: $(VENV)/.test
 test: lint sysdeps-test seed
 	$(PY) -m pytest
 
+# BASELINE=<git rev or path of another checkout>: that code measured in the same rounds (bench/run.py).
 bench: $(VENV)/.bench sysdeps-bench db
-	$(PY) bench/run.py
+	$(if $(BASELINE),BENCH_BASELINE='$(BASELINE)' )$(PY) bench/run.py
 
 bench-faults: $(VENV)/.bench sysdeps-bench
 	$(PY) bench/faults/run.py

@@ -15,7 +15,11 @@ SYSTEM_NAMES = {
     "project_django": "project, API_FAST_LANE=false (the same requests through Django's request path)",
     "project_nopool": "project, DATABASE_POOL_DISABLED=true (connect per request)",
     "bare": "bare WSGI + psycopg_pool (bench/bare_wsgi.py, same gunicorn settings)",
+    "baseline": "another checkout (BENCH_BASELINE) served like `project`, from its own code",
+    "baseline_django": "the same baseline checkout with API_FAST_LANE=false",
 }
+# A system of this checkout -> the same system served from the baseline checkout (BENCH_BASELINE).
+BASELINE_OF = {"project": "baseline", "project_django": "baseline_django"}
 SCENARIO_TITLES = {
     "get_user": "GET /api/users/<id> (random ids among the seeded users)",
     "transfer": "POST transfer (seed: /api/transfer; project: /api/market/transfers) on the same market_account rows",
@@ -50,9 +54,75 @@ def round_ratios(results: dict, scenario: str, num: str, den: str, metric: str) 
     ratios = []
     for by_system in _runs(results, scenario).values():
         a, b = by_system.get(num), by_system.get(den)
-        if a and b and b[metric]:
+        if a and b and a.get(metric) is not None and b.get(metric):
             ratios.append(a[metric] / b[metric])
     return ratios
+
+
+def _spread(values: list[float]) -> dict:
+    return {
+        "median": _median(values),
+        "min": round(min(values), 3) if values else None,
+        "max": round(max(values), 3) if values else None,
+        "per_round": [round(v, 3) for v in values],
+    }
+
+
+def comparison(results: dict) -> list[dict]:
+    """This checkout against the baseline checkout, per scenario and pair of systems: rps and
+    server CPU per request, each a ratio taken inside a round (this / baseline), then the
+    median, min and max over rounds; and each side's rps against the seed of the same rounds."""
+    rows = []
+    for scenario, seed in results["baselines"].items():
+        for system, other in BASELINE_OF.items():
+            rps = round_ratios(results, scenario, system, other, "rps")
+            if not rps:
+                continue
+            rows.append(
+                {
+                    "scenario": scenario,
+                    "system": system,
+                    "baseline": other,
+                    "rps_ratio": _spread(rps),
+                    "cpu_ratio": _spread(round_ratios(results, scenario, system, other, "server_cpu_us_per_request")),
+                    "rps_vs_seed": {
+                        s: _median(round_ratios(results, scenario, s, seed, "rps")) for s in (system, other)
+                    },
+                }
+            )
+    return rows
+
+
+def _ratio_cell(spread: dict) -> str:
+    if spread["median"] is None:
+        return "n/a"
+    return f"{spread['median']:.3f} ({spread['min']:.3f}-{spread['max']:.3f})"
+
+
+def short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def comparison_lines(results: dict) -> list[str]:
+    """The console table of comparison(): empty without a baseline checkout."""
+    rows, checkout = results.get("comparison") or [], results.get("baseline_checkout")
+    if not checkout:
+        return []
+    if not rows:
+        return ["no comparison with the baseline: neither get_user nor transfer was measured"]
+    width = max(len(f"{r['system']} / {r['baseline']}") for r in rows)
+    lines = [
+        f"this checkout / baseline {checkout['commit']} {short(checkout['subject'])}".rstrip(),
+        "  ratios inside each round, median (min-max) over rounds; rps > 1 and CPU/req < 1: this checkout is ahead",
+        f"  {'scenario':<9} {'systems':<{width}}  {'rps ratio':<21} {'server CPU/req ratio':<21} rps vs seed",
+    ]
+    for r in rows:
+        vs_seed = ", ".join(f"{s} {_fmt(v, 3)}" for s, v in r["rps_vs_seed"].items())
+        lines.append(
+            f"  {r['scenario']:<9} {r['system'] + ' / ' + r['baseline']:<{width}}  "
+            f"{_ratio_cell(r['rps_ratio']):<21} {_ratio_cell(r['cpu_ratio']):<21} {vs_seed}"
+        )
+    return lines
 
 
 def summarize(results: dict) -> dict:
@@ -201,7 +271,14 @@ def chart(results: dict, path: Path) -> None:
     if not scenarios:
         return
     fig, axes = plt.subplots(len(scenarios), 2, figsize=(10, 4.2 * len(scenarios)), squeeze=False)
-    colors = {"seed": "#888888", "project": "#2a7ab9", "project_nopool": "#d9822b", "bare": "#3a9e5a"}
+    colors = {
+        "seed": "#888888",
+        "project": "#2a7ab9",
+        "project_nopool": "#d9822b",
+        "bare": "#3a9e5a",
+        "baseline": "#9cc3e4",
+        "baseline_django": "#c9dff0",
+    }
     panels = [
         (ax, scenario, metric) for row, scenario in zip(axes, scenarios) for ax, metric in zip(row, ("rps", "p99_ms"))
     ]
@@ -235,6 +312,7 @@ def chart(results: dict, path: Path) -> None:
 
 def markdown(results: dict, chart_name: str | None) -> str:
     s, m = results["settings"], results["machine"]
+    checkout = results.get("baseline_checkout")
     out = ["# Benchmarks", ""]
     if not results["full_run"]:
         out += [
@@ -262,10 +340,13 @@ def markdown(results: dict, chart_name: str | None) -> str:
         "every process it started, also on Ctrl-C. Other knobs: `BENCH_CONNECTIONS` (16), `BENCH_WRK_THREADS`",
         "(1), `BENCH_WARMUP` (3 s), `BENCH_USERS` (10000), `BENCH_REUSE_DB=true` (keep an already seeded set),",
         "`BENCH_WRITE_DOCS=true` (let a smoke run rewrite this page). The exit status is 1 when a target is missed.",
+        "`make bench BASELINE=<git rev or path>` measures another checkout in the same rounds (bench/run.py).",
         "",
         "## Method",
         "",
-        "- Systems: " + "; ".join(f"`{k}` = {v}" for k, v in SYSTEM_NAMES.items()) + ".",
+        "- Systems: "
+        + "; ".join(f"`{k}` = {v}" for k, v in SYSTEM_NAMES.items() if k not in BASELINE_OF.values() or checkout)
+        + ".",
         f"- Every round measures every system of a scenario for {s['duration_s']} s, one after the other, the",
         "  order rotated each round; each ratio is taken against the baseline of the same round and the",
         "  reported ratio is the median over rounds. A warm-up run per system precedes the rounds.",
@@ -325,6 +406,23 @@ def markdown(results: dict, chart_name: str | None) -> str:
                 f"{e['socket_errors']} | {e['peak_connections']} |"
             )
         out.append("")
+    if checkout and results.get("comparison"):
+        out += [
+            f"### This checkout against the baseline `{checkout['commit']}` ({checkout['spec']})",
+            "",
+            "Ratios this / baseline taken inside each round, median (min-max) over rounds; rps above 1 and",
+            "server CPU per request below 1 mean this checkout is ahead.",
+            "",
+            "| scenario | systems | rps ratio | server CPU µs/req ratio | rps vs seed (this, baseline) |",
+            "|---|---|---|---|---|",
+        ]
+        for r in results["comparison"]:
+            vs_seed = ", ".join(_fmt(v, 3) for v in r["rps_vs_seed"].values())
+            out.append(
+                f"| {r['scenario']} | `{r['system']}` / `{r['baseline']}` | {_ratio_cell(r['rps_ratio'])} | "
+                f"{_ratio_cell(r['cpu_ratio'])} | {vs_seed} |"
+            )
+        out.append("")
     b = results["budget"]
     out += [
         "### Connection budget",
@@ -369,9 +467,19 @@ def markdown(results: dict, chart_name: str | None) -> str:
     return "\n".join(out)
 
 
+def result_name(results: dict) -> str:
+    """<day>.json for a full run, <day>-vs-<commit>.json for a comparison of at least the default
+    length (any scenarios); `-smoke` before .json otherwise (git ignores those)."""
+    day, s = results["date"][:10], results["settings"]
+    checkout = results.get("baseline_checkout")
+    if checkout:
+        long_enough = s["duration_s"] >= 10 and s["rounds"] >= 3
+        return f"{day}-vs-{checkout['commit']}{'' if long_enough else '-smoke'}.json"
+    return f"{day}.json" if results["full_run"] else f"{day}-smoke.json"
+
+
 def write(results: dict, *, root: Path, write_docs: bool) -> list[Path]:
-    day = results["date"][:10]
-    name = f"{day}.json" if results["full_run"] else f"{day}-smoke.json"
+    name = result_name(results)
     results["file"] = name
     out_dir = root / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -395,7 +503,7 @@ if __name__ == "__main__":
 
     root = Path(__file__).resolve().parent.parent
     saved = json.loads(Path(sys.argv[1]).read_text())
-    saved["summary"], saved["targets"] = summarize(saved), targets(saved)
+    saved["summary"], saved["targets"], saved["comparison"] = summarize(saved), targets(saved), comparison(saved)
     docs = root / "docs"
     chart(saved, docs / "benchmarks.png")
     (docs / "benchmarks.md").write_text(markdown(saved, "benchmarks.png"))

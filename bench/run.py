@@ -18,20 +18,32 @@ round), with wrk and bench/load.lua:
                                                                                    project_django
     mixed      GET /api/blog/posts + /api/market/products/<sku>, peak server connections vs budget
 
-Ratios are taken against the baseline of the same round, then the median
+Ratios are taken against the seed of the same round, then the median
 over rounds. Writes bench/results/<date>.json, docs/benchmarks.md and
 docs/benchmarks.png. Every process started here is stopped on exit, Ctrl-C included.
+
+Before/after in one run: BENCH_BASELINE=<path of another checkout>, or a git rev
+(`make bench BASELINE=<rev>`: a worktree under var/bench, removed at the end), adds
+`baseline` and `baseline_django`, that checkout's code on the same virtualenv and
+databases, to the get_user and transfer rounds next to project and project_django (the
+pair's order flips every other round), and reports project / baseline: rps and server
+CPU per request, median (min-max) over rounds, in bench/results/<date>-vs-<commit>.json
+(docs/ untouched). Refused if the migrations differ or the baseline fails a request
+before measuring. Transfers run one system at a time on the same accounts (1 cent from
+10^12), so no system drains or locks rows under another's measurement.
 
 Knobs (environment): BENCH_DURATION (s per run, 10), BENCH_ROUNDS (3),
 BENCH_CONNECTIONS (16), BENCH_WRK_THREADS (1), BENCH_WARMUP (s, 3), BENCH_USERS
 (10000), BENCH_REUSE_DB (true: keep an already seeded set of bench databases),
 BENCH_WRITE_DOCS (default: only full runs rewrite docs/benchmarks.md),
-BENCH_SCENARIOS (comma-separated subset of get_user,transfer,mixed; default all).
+BENCH_SCENARIOS (comma-separated subset of get_user,transfer,mixed; default all),
+BENCH_DB_PREFIX (bench: databases <prefix>_shared, _blog, _market), BENCH_BASELINE.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -65,7 +77,10 @@ LOGS = VAR / "logs"
 SEED_SRC = Path(os.environ.get("BENCH_SEED_DIR", ROOT.parent / "shared" / "anchors" / "express-seed"))
 SEED_COPY = VAR / "express-seed"
 VENV_BIN = ROOT / ".venv" / "bin"
-PREFIXES = {"SHARED": "bench_shared", "BLOG": "bench_blog", "MARKET": "bench_market"}
+DB_PREFIX = os.environ.get("BENCH_DB_PREFIX", "").strip() or "bench"
+if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", DB_PREFIX):
+    sys.exit("[bench] BENCH_DB_PREFIX must be a lower-case SQL identifier (letters, digits, _)")
+PREFIXES = {"SHARED": f"{DB_PREFIX}_shared", "BLOG": f"{DB_PREFIX}_blog", "MARKET": f"{DB_PREFIX}_market"}
 
 SCENARIOS = {
     # scenario: (systems, the first is the baseline of every ratio)
@@ -73,12 +88,16 @@ SCENARIOS = {
     "transfer": ["seed", "project", "project_django"],
     "mixed": ["project"],
 }
+# Scenarios a baseline checkout (BENCH_BASELINE) takes part in, next to its counterpart.
+COMPARED = ("get_user", "transfer")
 SYSTEM_LABELS = {  # application_name patterns: whose connections the sampler counts
     "seed": "bench:seed",
     "bare": "bench:bare",
     "project": "web:%",
     "project_django": "web:%",
     "project_nopool": "web:%",
+    "baseline": "web:%",
+    "baseline_django": "web:%",
 }
 
 
@@ -153,8 +172,8 @@ def project_env(urls: dict[str, str], **extra: str) -> dict[str, str]:
     return env
 
 
-def topology_values(env: dict[str, str]) -> dict:
-    """The project's own parsed configuration for `env` (workers, threads, pool sizes)."""
+def topology_values(env: dict[str, str], cwd: Path = ROOT) -> dict:
+    """The parsed configuration of the checkout at `cwd` for `env` (workers, threads, pool sizes)."""
     out = subprocess.run(
         [
             str(VENV_BIN / "python"),
@@ -163,14 +182,158 @@ def topology_values(env: dict[str, str]) -> dict:
             "from config.multidb.conf import databases as t;"
             "read_dotenv(); print(json.dumps(t.read_all(), default=str))",
         ],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
     )
     if out.returncode != 0:
-        sys.exit(f"[bench] the project's configuration is refused: {out.stderr.strip()}")
+        raise RuntimeError(f"the configuration of {cwd} is refused: {out.stderr.strip()}")
     return json.loads(out.stdout)
+
+
+# --------------------------------------------------------------------------- baseline checkout
+
+
+@dataclass
+class Baseline:
+    """Another checkout of the project whose servers join the rounds (BENCH_BASELINE)."""
+
+    root: Path
+    spec: str  # what BENCH_BASELINE said: a path or a git rev
+    created: bool  # a worktree made by this run, removed at its end
+    commit: str = "unknown"  # not a git checkout
+    subject: str = ""
+    dirty: bool = False
+
+    def describe(self) -> dict:
+        return {
+            "spec": self.spec,
+            "path": str(self.root),
+            "temporary_worktree": self.created,
+            "commit": self.commit,
+            "subject": self.subject,
+            "uncommitted_changes": self.dirty,
+        }
+
+    def label(self) -> str:
+        if self.commit == "unknown":
+            return "(not a git checkout)"
+        return f"{self.commit}{' (with uncommitted changes)' if self.dirty else ''} {report.short(self.subject)}"
+
+
+def git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+
+
+def resolve_baseline(spec: str, repo: Path = ROOT, var: Path = VAR) -> Baseline:
+    """A directory is used as it is; anything else must name a commit of `repo`, checked
+    out as a detached worktree under `var` (a leftover of an interrupted run is replaced)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        root, created = path.resolve(), False
+        missing = [f for f in ("manage.py", "config/gunicorn.conf.py") if not (root / f).is_file()]
+        if missing:
+            raise RuntimeError(f"BENCH_BASELINE={spec} is not a checkout of this project (no {', '.join(missing)})")
+    else:
+        found = git(repo, "rev-parse", "--verify", "--quiet", f"{spec}^{{commit}}")
+        if found.returncode != 0:
+            raise RuntimeError(f"BENCH_BASELINE={spec} is neither a directory nor a git revision of {repo}")
+        sha = found.stdout.strip()
+        root, created = var / f"baseline-{sha[:12]}", True
+        if root.exists():
+            remove_worktree(root, repo)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        made = git(repo, "worktree", "add", "--detach", str(root), sha)
+        if made.returncode != 0:
+            raise RuntimeError(f"git worktree add {root} {sha[:12]} failed: {made.stderr.strip()}")
+    baseline = Baseline(root=root, spec=spec, created=created)
+    head = git(root, "log", "-1", "--format=%h%x00%s")
+    if head.returncode == 0 and "\0" in head.stdout:
+        baseline.commit, baseline.subject = head.stdout.strip().split("\0", 1)
+        baseline.dirty = bool(git(root, "status", "--porcelain", "--untracked-files=no").stdout.strip())
+    return baseline
+
+
+def remove_worktree(root: Path, repo: Path = ROOT) -> None:
+    """Only ever called on a worktree this run (or an interrupted earlier one) created under var/bench."""
+    git(repo, "worktree", "remove", "--force", str(root))
+    shutil.rmtree(root, ignore_errors=True)
+    git(repo, "worktree", "prune")
+
+
+SKIPPED_DIRS = {"var", "node_modules", "tests", "__pycache__"}
+
+
+def migration_files(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every `<app>/migrations/*.py` of a checkout."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in SKIPPED_DIRS and not d.startswith(".")]
+        if os.path.basename(dirpath) != "migrations":
+            continue
+        for name in filenames:
+            if name.endswith(".py"):
+                path = Path(dirpath) / name
+                found[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def migration_differences(ours: dict[str, str], theirs: dict[str, str]) -> list[str]:
+    """One line per migration file that is not the same in both checkouts."""
+    out = []
+    for name in sorted(ours.keys() | theirs.keys()):
+        if name not in theirs:
+            out.append(f"{name}: only in this checkout")
+        elif name not in ours:
+            out.append(f"{name}: only in the baseline")
+        elif ours[name] != theirs[name]:
+            out.append(f"{name}: differs")
+    return out
+
+
+def baseline_env(env: dict[str, str], root: Path) -> dict[str, str]:
+    """The project's server environment, with the baseline's code first on sys.path."""
+    return {**env, "PYTHONPATH": str(root)}
+
+
+def config_package_of(root: Path, env: dict[str, str]) -> Path:
+    """Where the `config` package comes from for a process started in `root` with `env`."""
+    out = subprocess.run(
+        [str(VENV_BIN / "python"), "-c", "import config; print(config.__path__[0])"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"the baseline's `config` package does not import: {out.stderr.strip()[-500:]}")
+    return Path(out.stdout.strip()).resolve()
+
+
+def round_order(systems: list[str], r: int, partner_of: dict[str, str]) -> list[str]:
+    """The order of round `r` (0-based): `systems` rotated by one place a round, each system
+    kept next to its partner (project, baseline), the pair's order flipped on odd rounds,
+    so neither side of a comparison always runs first. Without partners: a plain rotation."""
+    units: list[list[str]] = []
+    for system in systems:
+        if units and partner_of.get(units[-1][0]) == system:
+            units[-1].append(system)
+        else:
+            units.append([system])
+    shift = r % len(units)
+    units = units[shift:] + units[:shift]
+    return [system for unit in units for system in (unit[::-1] if r % 2 else unit)]
+
+
+def with_baseline(scenarios: dict[str, list[str]]) -> dict[str, list[str]]:
+    """COMPARED scenarios with each baseline system right after its counterpart."""
+    out = {}
+    for scenario, systems in scenarios.items():
+        if scenario in COMPARED:
+            systems = [s for system in systems for s in (system, report.BASELINE_OF.get(system)) if s]
+        out[scenario] = systems
+    return out
 
 
 # --------------------------------------------------------------------------- processes
@@ -628,6 +791,54 @@ def machine_info(shared_url: str) -> dict:
     return info
 
 
+def prepare_baseline(baseline: Baseline, env: dict[str, str], values: dict) -> dict[str, str]:
+    """Checks that the baseline can serve this checkout's databases with its own code; returns
+    its server environment. Raises RuntimeError (a clear refusal) otherwise."""
+    say(f"baseline: {baseline.root} at {baseline.label()}")
+    differences = migration_differences(migration_files(ROOT), migration_files(baseline.root))
+    if differences:
+        raise RuntimeError(
+            "the baseline's migrations are not this checkout's, so it cannot serve the databases this checkout "
+            "migrates (compare with two separate runs instead):\n  " + "\n  ".join(differences)
+        )
+    benv = baseline_env(env, baseline.root)
+    package = config_package_of(baseline.root, benv)
+    if package != (baseline.root / "config").resolve():
+        raise RuntimeError(f"a process started in {baseline.root} imports `config` from {package}")
+    theirs = topology_values(benv, cwd=baseline.root)
+    for key in sorted(k for k in values if k.startswith("WEB_") or k.endswith("_POOL_MAX_SIZE")):
+        if theirs.get(key) != values[key]:
+            say(f"note: the baseline reads {key}={theirs.get(key)}, this checkout {values[key]}")
+    return benv
+
+
+def smoke_baseline(
+    baseline: Baseline, base: dict[str, str], scenarios: dict, user_id: str, accounts: list, token: str
+) -> None:
+    """One request of each measured scenario to each baseline server, before any measurement."""
+    for scenario in (s for s in COMPARED if s in scenarios):
+        for system in (s for s in scenarios[scenario] if s in report.BASELINE_OF.values()):
+            if scenario == "get_user":
+                want, (status, body) = 200, http("GET", f"{base[system]}/api/users/{user_id}")
+            else:
+                want, (status, body) = (
+                    201,
+                    http(
+                        "POST",
+                        base[system] + "/api/market/transfers",
+                        {"from_account": accounts[0], "to_account": accounts[1], "amount_cents": 1},
+                        token=token,
+                        headers={"Idempotency-Key": f"probe-{uuid.uuid4()}"},
+                    ),
+                )
+            if status != want:
+                raise RuntimeError(
+                    f"the baseline ({baseline.label()}) does not serve {scenario} on the databases this checkout "
+                    f"migrated: {system} answered {status} (want {want}): {json.dumps(body)[:300]}"
+                )
+    say("baseline answers every measured scenario")
+
+
 def command_line() -> str:
     knobs = [f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("BENCH_")]
     return " ".join(knobs + ["make bench"])
@@ -640,6 +851,8 @@ def main() -> int:
     started = time.monotonic()
     procs = Procs()
     sampler = None
+    baseline: Baseline | None = None
+    benv: dict[str, str] = {}
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -652,6 +865,10 @@ def main() -> int:
         env = project_env(urls)
         values = topology_values(env)
         workers, threads = values["WEB_CONCURRENCY"], values["WEB_THREADS"]
+        spec = os.environ.get("BENCH_BASELINE", "").strip()
+        if spec:
+            baseline = resolve_baseline(spec)
+            benv = prepare_baseline(baseline, env, values)
         machine = machine_info(urls["SHARED"])
         ids_file, token_file = VAR / "user_ids.txt", VAR / "token.txt"
         state_file = VAR / "data.json"
@@ -675,9 +892,8 @@ def main() -> int:
             say(f"seeded {json.loads(out.strip().splitlines()[-1])['users']} users")
         prepare_seed_copy()
 
-        ports = {
-            name: free_port() for name in ("seed", "seed_market", "project", "project_django", "project_nopool", "bare")
-        }
+        names = ["seed", "seed_market", "project", "project_django", "project_nopool", "bare"]
+        ports = {name: free_port() for name in names + (["baseline", "baseline_django"] if baseline else [])}
         gunicorn = [str(VENV_BIN / "gunicorn"), "-c", "config/gunicorn.conf.py"]
         servers = {
             "project": procs.start("project", gunicorn, env={**env, "PORT": str(ports["project"])}),
@@ -721,13 +937,19 @@ def main() -> int:
                 },
             ),
         }
+        if baseline:  # the other checkout's gunicorn, its config/ and code (cwd and PYTHONPATH)
+            for name, extra in (("baseline", {}), ("baseline_django", {"API_FAST_LANE": "false"})):
+                servers[name] = procs.start(
+                    name, gunicorn, env={**benv, "PORT": str(ports[name]), **extra}, cwd=baseline.root
+                )
         base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         ids = ids_file.read_text().split()
         for name, proc in servers.items():
             if name == "seed_market":  # no users in that database: listening is ready
                 wait_listening(proc, ports[name])
             else:
-                wait_ready(proc, base[name] + ("/healthz" if name.startswith("project") else f"/api/users/{ids[0]}"))
+                health = "/healthz" if name.startswith(("project", "baseline")) else f"/api/users/{ids[0]}"
+                wait_ready(proc, base[name] + health)
         say("servers up: " + ", ".join(f"{n}=:{p}" for n, p in ports.items()))
 
         token = token_file.read_text().strip()
@@ -744,7 +966,9 @@ def main() -> int:
 
         skipped: dict[str, str] = {}
         only = [x.strip() for x in os.environ.get("BENCH_SCENARIOS", "").split(",") if x.strip()]
-        scenarios = {k: v for k, v in SCENARIOS.items() if not only or k in only}
+        scenarios = {
+            k: v for k, v in (with_baseline(SCENARIOS) if baseline else SCENARIOS).items() if not only or k in only
+        }
         if len(data["accounts"]) < 2:
             skipped["transfer"] = data["missing"].get("market_accounts", "no accounts")
         else:
@@ -764,7 +988,9 @@ def main() -> int:
             )
         for name, why in skipped.items():
             say(f"skipping {name}: {why}")
-            scenarios.pop(name)
+            scenarios.pop(name, None)
+        if baseline:
+            smoke_baseline(baseline, base, scenarios, ids[0], data["accounts"], token)
 
         targets_of = {  # (url, wrk mode, args) per scenario and system
             "get_user": lambda s: (base[s], "users", [f"ids={ids_file}"]),
@@ -815,8 +1041,7 @@ def main() -> int:
         for r in range(ROUNDS):
             runs = []
             for scenario, systems in scenarios.items():
-                shift = r % len(systems)
-                for system in systems[shift:] + systems[:shift]:
+                for system in round_order(systems, r, report.BASELINE_OF):
                     server_of = "seed_market" if (scenario, system) == ("transfer", "seed") else system
                     sampler.begin(SYSTEM_LABELS[system], servers[server_of].popen.pid)
                     try:
@@ -861,13 +1086,19 @@ def main() -> int:
             "baselines": {s: systems[0] for s, systems in SCENARIOS.items()},
             "skipped": skipped,
             "budget": budget,
+            "baseline_checkout": baseline.describe() if baseline else None,
             "rounds": rounds,
         }
         results["summary"] = report.summarize(results)
         results["targets"] = report.targets(results)
+        results["comparison"] = report.comparison(results)
         results["elapsed_s"] = round(time.monotonic() - started, 1)
-        paths = report.write(results, root=ROOT, write_docs=env_bool("BENCH_WRITE_DOCS", FULL_RUN))
+        # docs/benchmarks.md describes this checkout alone: a comparison run leaves it be unless asked.
+        write_docs = env_bool("BENCH_WRITE_DOCS", FULL_RUN and baseline is None)
+        paths = report.write(results, root=ROOT, write_docs=write_docs)
         for line in report.target_lines(results):
+            say(line)
+        for line in report.comparison_lines(results):
             say(line)
         say("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in paths))
         say(f"done in {results['elapsed_s']:.0f}s")
@@ -884,6 +1115,9 @@ def main() -> int:
         if sampler is not None:
             sampler.stop()
         procs.stop_all()
+        if baseline is not None and baseline.created:
+            remove_worktree(baseline.root)
+            say(f"removed the temporary worktree {baseline.root.relative_to(ROOT)}")
 
 
 def wait_listening(proc: Proc, port: int, deadline_s: float = 30.0) -> None:
