@@ -9,11 +9,10 @@ from django.utils.cache import patch_vary_headers
 
 from config.httpkit.errors import error_response, wants_json
 
-# No generated docs page yet: the reference lives in the repository.
-API_REFERENCE = {"title": "API reference", "where": "docs/api.md in the repository"}
-
 LINKS = {
     "admin": {"href": "/admin/", "title": "Admin"},
+    "api_docs": {"href": "/api/docs", "title": "API docs (interactive)"},
+    "openapi": {"href": "/api/openapi.json", "title": "OpenAPI 3.1 document"},
     "health": {"href": "/healthz", "title": "Health (liveness)"},
     "readiness": {"href": "/readyz", "title": "Readiness (every database)"},
     "metrics": {"href": "/metrics", "title": "Metrics (Prometheus)"},
@@ -27,9 +26,9 @@ def home(request: HttpRequest) -> HttpResponse:
         return response
     if wants_json(request):
         links = {name: link["href"] for name, link in LINKS.items()}
-        response = JsonResponse({"data": {"links": links, "api_reference": API_REFERENCE["where"]}})
+        response = JsonResponse({"data": {"links": links}})
     else:
-        html = render_to_string("httpkit/home.html", {"links": LINKS.values(), "api_reference": API_REFERENCE})
+        html = render_to_string("httpkit/home.html", {"links": LINKS.values()})
         response = HttpResponse(html)
     patch_vary_headers(response, ["Accept"])
     return response
