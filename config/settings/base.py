@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "ninja",  # the API docs page's assets from the package, not a CDN
     "config.multidb",
     "config.httpkit",
+    "config.adminkit",
     "config.users",
     "config.demo",
     "audit",

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class AdminKitConfig(AppConfig):
+    """The admin kit: what every app's admin needs at production sizes (estimated counts,
+    names of people across databases, money in currency) and the operators' Databases page."""
+
+    name = "config.adminkit"
+    label = "adminkit"
