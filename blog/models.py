@@ -71,6 +71,11 @@ class Post(AuditedModel):
             # Slug collision lookups (`^slug-[0-9]+$`) are prefix searches.
             models.Index(fields=["slug"], opclasses=["varchar_pattern_ops"], name="blog_post_slug_prefix_idx"),
             models.Index(fields=["author_id"], name="blog_post_author_idx"),
+            # And, in migration 0002 only (Django cannot declare an operator class on an
+            # expression), a trigram GIN index on UPPER(title): the admin's search.
+            # The admin's status filter and date ranges, newest first.
+            models.Index(fields=["status", "-id"], name="blog_post_status_idx"),
+            models.Index(fields=["created_at"], name="blog_post_created_idx"),
         ]
 
     def __str__(self) -> str:

@@ -9,7 +9,10 @@ from django import forms
 from django.contrib import admin
 
 from audit.admin import AuditHistoryAdminMixin, ReadOnlyAdminMixin
-from market.models import Account, Order, OrderLine, Product, Transfer
+from config.adminkit.money import MoneyAdminMixin, MoneyField, money_column
+from config.adminkit.people import PeopleAdminMixin, person_column
+from config.adminkit.scale import ScaleAdminMixin
+from market.models import MAX_CENTS, MAX_PRICE_CENTS, Account, Order, OrderLine, Product, Transfer
 
 
 class InStockFilter(admin.SimpleListFilter):
@@ -34,6 +37,8 @@ class ProductForm(forms.ModelForm):
     market database, so the row lock taken here lasts until the save."""
 
     stock_seen = forms.IntegerField(widget=forms.HiddenInput, required=False)
+
+    price_cents = MoneyField(label="Price", max_cents=MAX_PRICE_CENTS, help_text="In currency units: 12.00")
 
     class Meta:
         model = Product
@@ -63,35 +68,47 @@ class ProductForm(forms.ModelForm):
 
 
 @admin.register(Product)
-class ProductAdmin(AuditHistoryAdminMixin, admin.ModelAdmin):
+class ProductAdmin(ScaleAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
     form = ProductForm
-    list_display = ["sku", "name", "price_cents", "stock", "updated"]
-    search_fields = ["sku", "name"]
-    list_filter = [InStockFilter]
+    price = money_column("price_cents", "price")
+    list_display = ["sku", "name", "price", "stock", "updated"]
+    search_fields = ["sku", "name"]  # trigram GIN indexes on both (migration 0003)
+    list_filter = [InStockFilter]  # out of stock: a partial index
     ordering = ["sku"]
+    sortable_by = ["sku"]  # the one indexed order: any other sorts a million rows
     readonly_fields = ["created", "updated"]
 
 
 class OrderLineInline(admin.TabularInline):
     model = OrderLine
-    fields = ["product", "quantity", "unit_price_cents"]
+    unit_price = money_column("unit_price_cents", "unit price")
+    fields = ["product", "quantity", "unit_price"]
     readonly_fields = fields
     extra = 0
     can_delete = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("product")  # not a query per line
 
     def has_add_permission(self, request, obj=None):
         return False
 
 
 @admin.register(Order)
-class OrderAdmin(AuditHistoryAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "buyer_id", "status", "total_cents", "created_at"]
-    list_filter = ["status"]
-    search_fields = ["=id", "=buyer_id"]
-    readonly_fields = ["buyer_id", "total_cents", "created_at"]
-    fields = ["buyer_id", "status", "total_cents", "created_at"]
+class OrderAdmin(ScaleAdminMixin, PeopleAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
+    people = ("buyer_id",)
+    buyer = person_column("buyer_id", "buyer")
+    total = money_column("total_cents", "total")
+    list_display = ["id", "buyer", "status", "total", "created_at"]
+    # Fixed choices (the status values, date ranges), each served by an index in id order;
+    # no date_hierarchy: its year and month links are a DISTINCT over the whole table.
+    list_filter = ["status", ("created_at", admin.DateFieldListFilter)]
+    id_search_fields = ("id", "buyer_id")  # and the buyer's username (PeopleAdminMixin)
+    ordering = ["-id"]
+    sortable_by = ["id", "buyer"]
+    readonly_fields = ["buyer", "total", "created_at"]
+    fields = ["buyer", "status", "total", "created_at"]
     inlines = [OrderLineInline]
-    date_hierarchy = "created_at"
 
     def has_add_permission(self, request):
         return False  # only order_create takes stock correctly
@@ -101,13 +118,25 @@ class OrderAdmin(AuditHistoryAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Account)
-class AccountAdmin(AuditHistoryAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "balance_cents", "owner_id", "created_at"]
-    search_fields = ["=id", "=owner_id"]
+class AccountAdmin(ScaleAdminMixin, PeopleAdminMixin, MoneyAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
+    people = ("owner_id",)
+    money_fields = {"balance_cents": MAX_CENTS}
+    owner = person_column("owner_id", "owner")
+    balance = money_column("balance_cents", "balance")
+    list_display = ["id", "owner", "balance", "created_at"]
+    id_search_fields = ("id", "owner_id")  # and the owner's username (PeopleAdminMixin)
+    ordering = ["-id"]
+    sortable_by = ["id", "owner"]
     fields = ["balance_cents", "owner_id", "created_at"]
 
+    def get_fields(self, request, obj=None):
+        # A new account: an opening balance typed as currency; afterwards money moves only by transfers.
+        if obj is None:
+            return ["balance_cents", "owner_id", "created_at"]
+        return ["balance", "owner_id", "owner", "created_at"]
+
     def get_readonly_fields(self, request, obj=None):
-        own = ["created_at"] if obj is None else ["balance_cents", "created_at"]
+        own = ["created_at"] if obj is None else ["balance", "owner", "created_at"]
         return [*own, *super().get_readonly_fields(request, obj)]
 
     def has_delete_permission(self, request, obj=None):
@@ -116,9 +145,15 @@ class AccountAdmin(AuditHistoryAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Transfer)
-class TransferAdmin(ReadOnlyAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
+class TransferAdmin(ScaleAdminMixin, PeopleAdminMixin, ReadOnlyAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
     """Transfers only ever come from the service (locks, idempotency, invariants)."""
 
-    list_display = ["id", "from_account", "to_account", "amount_cents", "requester_id", "created_at"]
-    search_fields = ["=id", "=from_account__id", "=to_account__id", "idempotency_key"]
-    list_select_related = ["from_account", "to_account"]
+    people = ("requester_id",)
+    requester = person_column("requester_id", "requester")
+    amount = money_column("amount_cents", "amount")
+    list_display = ["id", "from_account_id", "to_account_id", "amount", "requester", "created_at"]
+    # Exact ids the primary and foreign-key indexes serve (no index would serve a substring
+    # search of a key on a hot write path's table), and the requester's username.
+    id_search_fields = ("id", "from_account_id", "to_account_id")
+    ordering = ["-id"]
+    sortable_by = ["id"]

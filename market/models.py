@@ -42,6 +42,13 @@ class Product(AuditedModel):
 
     class Meta:
         ordering = ["sku"]
+        indexes = [
+            # And, in migration 0003 only (Django cannot declare an operator class on an
+            # expression), trigram GIN indexes on UPPER(name) and UPPER(sku): the admin's search
+            # (icontains is UPPER(col::text) LIKE UPPER('%term%')).
+            # The admin's "out of stock" filter, in sku order: the few such rows, without a scan.
+            models.Index(fields=["sku"], condition=Q(stock=0), name="market_product_out_of_stock"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(price_cents__gte=0), name="market_product_price_nonnegative"),
             # The last line of defence against overselling: even a raw UPDATE cannot go below zero.
@@ -64,6 +71,11 @@ class Order(AuditedModel):
 
     class Meta:
         ordering = ["-id"]
+        indexes = [
+            # The admin's filters in its order (newest first): a status, a date range.
+            models.Index(fields=["status", "-id"], name="market_order_status_idx"),
+            models.Index(fields=["created_at"], name="market_order_created_idx"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(total_cents__gte=0), name="market_order_total_nonnegative"),
         ]

@@ -29,6 +29,7 @@ DATABASE_BREAKER_OPEN_SECONDS = ENV["DATABASE_BREAKER_OPEN_SECONDS"]
 DATABASE_BULKHEAD_LIMIT = max(ENV["WEB_THREADS"] // 2, 1) if APP_ROLE == "web" else 0
 
 INSTALLED_APPS = [
+    "config.adminkit",  # before the admin: its templates override the admin's (pagination, index)
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -39,7 +40,6 @@ INSTALLED_APPS = [
     "ninja",  # the API docs page's assets from the package, not a CDN
     "config.multidb",
     "config.httpkit",
-    "config.adminkit",
     "config.users",
     "config.demo",
     "audit",

@@ -117,7 +117,8 @@ def test_orders_cannot_be_added_or_deleted_but_their_status_can_change(admin_cli
 
 
 def test_balances_are_opening_balances_only(admin_client):
-    r = admin_client.post("/admin/market/account/add/", {"balance_cents": 700, "owner_id": ""})
+    # Entered as currency: 7.00 is 700 cents.
+    r = admin_client.post("/admin/market/account/add/", {"balance_cents": "7.00", "owner_id": ""})
     assert r.status_code == 302
     a = Account.objects.get()
     assert a.balance_cents == 700 and market_rows("market_account") == 1

@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.db import connections
 
+from market.models import Account
 from tests.support.servers import Gunicorn, cluster_env, test_database_urls
 
 pytestmark = pytest.mark.browser
@@ -47,10 +48,22 @@ def test_admin_saves_each_object_in_its_own_database(browser):
         page.goto(server.url("/admin/market/product/add/"))
         page.fill("#id_sku", sku)
         page.fill("#id_name", "Made in a browser")
-        page.fill("#id_price_cents", "1999")
+        page.fill("#id_price_cents", "19.99")  # currency, stored as cents
         page.fill("#id_stock", "7")
         page.click("input[name=_save]")
         page.wait_for_selector("ul.messagelist li.success")
+
+        # Money as money, people by name: the lists show 19.99 and the author's username
+        # (from the shared database), and a search by username finds rows across databases.
+        page.goto(server.url(f"/admin/market/product/?q={sku}"))
+        assert "19.99" in page.inner_text("#result_list")
+        page.goto(server.url("/admin/blog/post/"))
+        assert "chief" in page.inner_text("#result_list")
+        chief = get_user_model().objects.get(username="chief")
+        account = Account.objects.create(owner_id=chief.pk, balance_cents=123456)
+        page.goto(server.url("/admin/market/account/?q=chie"))
+        listed = page.inner_text("#result_list")
+        assert "chief" in listed and "1,234.56" in listed and str(account.pk) in listed
 
     # Each row in its own database, and only there.
     assert rows("blog", "SELECT status FROM blog_post WHERE title = %s", [title]) == [("published",)]
