@@ -11,27 +11,43 @@ from django import forms
 from django.contrib import admin, messages
 
 from audit.admin import AuditHistoryAdminMixin
-from blog import selectors, services
+from blog import services
 from blog.models import Post, Tag
-from config.adminkit.people import PeopleAdminMixin, person_column
+from config.adminkit.people import PeopleAdminMixin, person_column, user_ids_exactly_named, usernames
 from config.adminkit.scale import ScaleAdminMixin
 
 
 class PostAdminForm(forms.ModelForm):
-    author_id = forms.TypedChoiceField(label="Author", coerce=int, choices=())
+    """The author is typed as a username (the users live in the shared database, and a list of
+    every user would not fit a page at a million users); stored as `author_id`."""
+
+    author = forms.CharField(label="Author", max_length=150, help_text="The author's username.")
 
     class Meta:
         model = Post
-        fields = ["title", "body", "status", "author_id", "tags"]
+        fields = ["title", "body", "status", "tags"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        choices = selectors.author_choices()
         current = self.instance.author_id
-        if current is not None and current not in {pk for pk, _ in choices}:
-            # The author was deleted from the shared database; keep the post editable.
-            choices.append((current, f"(deleted user #{current})"))
-        self.fields["author_id"].choices = [("", "---------"), *choices]
+        if current is not None:
+            # A deleted author keeps the post editable: the field shows the id it still holds.
+            self.initial.setdefault("author", usernames([current]).get(current) or f"#{current}")
+
+    def clean_author(self):
+        name = self.cleaned_data["author"].strip()
+        if name.startswith("#") and name[1:].isdigit() and int(name[1:]) == self.instance.author_id:
+            return self.instance.author_id  # unchanged, deleted author
+        ids = user_ids_exactly_named(name)
+        if not ids:
+            raise forms.ValidationError(f"No user named {name!r}.")
+        return ids[0]
+
+    def clean(self):
+        cleaned = super().clean()
+        if "author" in cleaned:
+            self.instance.author_id = cleaned["author"]
+        return cleaned
 
 
 @admin.register(Post)
@@ -47,14 +63,14 @@ class PostAdmin(ScaleAdminMixin, PeopleAdminMixin, AuditHistoryAdminMixin, admin
     id_search_fields = ("id",)
     ordering = ("-id",)
     sortable_by = ("author",)
-    fields = ("title", "slug", "body", "status", "author_id", "tags", "published_at", "created_at", "updated_at")
+    fields = ("title", "slug", "body", "status", "author", "tags", "published_at", "created_at", "updated_at")
     readonly_fields = ("slug", "published_at", "created_at", "updated_at")
     filter_horizontal = ("tags",)
     actions = ["publish_selected", "unpublish_selected"]
 
     def get_changeform_initial_data(self, request):
         initial = super().get_changeform_initial_data(request)
-        initial.setdefault("author_id", request.user.pk)
+        initial.setdefault("author", request.user.get_username())
         return initial
 
     def save_model(self, request, obj, form, change):

@@ -152,8 +152,3 @@ def post_get_written(*, post: Post) -> dict[str, Any]:
 def post_get_for_update(*, slug: str) -> Post | None:
     """The model instance a write starts from, read from the primary."""
     return Post.objects.using(router.db_for_write(Post)).filter(slug=slug).first()
-
-
-def author_choices() -> list[tuple[int, str]]:
-    """(id, username) of every user of the shared database, for the admin's author chooser."""
-    return list(get_user_model().objects.order_by("username").values_list("id", "username"))

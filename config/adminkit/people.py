@@ -41,6 +41,13 @@ def user_ids_named(term: str, limit: int = SEARCH_IDS_MAX) -> list[int]:
     return list(qs.filter(username__istartswith=term).order_by("pk").values_list("pk", flat=True)[:limit])
 
 
+def user_ids_exactly_named(name: str) -> list[int]:
+    """The id of the user called exactly `name` (usernames are unique), as a list."""
+    model = get_user_model()
+    qs = model.objects.using(router.db_for_read(model))
+    return list(qs.filter(**{model.USERNAME_FIELD: name}).values_list("pk", flat=True)[:1])
+
+
 def _name(names: dict[int, str], pk) -> str:
     if pk is None:
         return "-"
