@@ -110,6 +110,7 @@ def registered() -> tuple[Route, ...]:
 
 
 _JSON = ("Content-Type", "application/json")
+_STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}  # HTTPStatus(n) costs an enum lookup
 _ENCODER = DjangoJSONEncoder()  # what JsonResponse encodes with; stateless, shared by the threads
 
 
@@ -142,6 +143,8 @@ class Lane:
         if self._redirect and not secure:
             return None
         request_id = requestid.of(environ)
+        if requestid.current() == request_id:  # bound by the WSGI entry point (config/wsgi.py) already
+            return self._serve(route, Request(environ, match), path, secure, request_id, start_response)
         with requestid.bound(request_id):
             return self._serve(route, Request(environ, match), path, secure, request_id, start_response)
 
@@ -173,10 +176,11 @@ class Lane:
             for alias in route.aliases:
                 connections[alias].close()  # back to the pool, as Django's request_finished would
         log_access(route.method, path, status, started, request.user_id, databases)
-        reason = HTTPStatus(status).phrase
+        status_line = _STATUS_LINES[status]
         if status >= 400:  # as django.utils.log.log_response
+            reason = status_line.split(" ", 1)[1]
             (log.error if status >= 500 else log.warning)("%s: %s", reason, path, extra={"status_code": status})
-        start_response(f"{status} {reason}", headers)
+        start_response(status_line, headers)
         return [content]
 
     # -- what the middleware would have checked or added --------------------

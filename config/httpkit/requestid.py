@@ -4,12 +4,10 @@ be found in the logs."""
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
+import os
 import re
-import uuid
-from collections.abc import Iterator
 
 HEADER = "X-Request-ID"
 META_KEY = "HTTP_X_REQUEST_ID"
@@ -25,7 +23,7 @@ def from_header(value: str | None) -> str:
     """The client's id when well-formed, else a new one."""
     if value and _WELL_FORMED.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as uuid4().hex without the UUID object: a quarter of its time
 
 
 def of(environ: dict) -> str:
@@ -39,14 +37,20 @@ def current() -> str | None:
     return _current.get()
 
 
-@contextlib.contextmanager
-def bound(request_id: str) -> Iterator[None]:
-    """Log records and error bodies made inside the block carry `request_id`."""
-    token = _current.set(request_id)
-    try:
-        yield
-    finally:
-        _current.reset(token)
+class bound:  # lower case: used as the function it was, `with bound(request_id):`
+    """Log records and error bodies made inside the block carry `request_id`. A class, not
+    @contextmanager: it is entered twice per request, and a generator costs several times more."""
+
+    __slots__ = ("_request_id", "_token")
+
+    def __init__(self, request_id: str) -> None:
+        self._request_id = request_id
+
+    def __enter__(self) -> None:
+        self._token = _current.set(self._request_id)
+
+    def __exit__(self, *exc_info) -> None:
+        _current.reset(self._token)
 
 
 class RequestIdFilter(logging.Filter):
