@@ -8,13 +8,13 @@ On when `OTEL_TRACES_EXPORTER` names exporters (other than `none`), or when
 environment: service name and resource, sampler, batch sizes, the exporter's endpoint,
 headers and timeouts. `otlp` is OTLP over HTTP/protobuf (the exporter installed here).
 
-Per process (`install()`, from MultiDbConfig.ready): a TracerProvider, psycopg instrumented
-with its SQL commenter off (a comment carrying the trace id makes every statement text unique:
-the server could not reuse a prepared statement), the statements of Django's connections
-tagged. No thread starts there: the exporting processors start in `start_export()`, at once in
-a command, in each gunicorn worker after fork (post_worker_init), never in the master
-(`defer_export()`, from gunicorn.conf.py), so a fork leaves nothing behind to forget. (A child
-forked from a process that already exports gets the SDK's own restart of its batch thread.)
+Per process (`install()`, from MultiDbConfig.ready): psycopg instrumented with its SQL
+commenter off (a comment carrying the trace id makes every statement text unique: the server
+could not reuse a prepared statement) and the statements of Django's connections tagged, both
+against OpenTelemetry's global TracerProvider. No provider and no thread exist yet: those come
+with `start_export()`, at once in a command, in each gunicorn worker after the fork
+(post_worker_init), never in the master (`defer_export()`, from gunicorn.conf.py); so a fork
+leaves nothing behind to forget, and each worker has its own resource (service.instance.id).
 
 Attributes (README, Traces):
     db.alias, db.role                  on statement spans and `db.pool.acquire` spans
@@ -89,41 +89,59 @@ def defer_export() -> None:
 
 
 def install(provider=None) -> bool:
-    """Instrument this process when tracing is on (idempotent). `provider`: a TracerProvider of the
-    caller's (tests), used instead of building one from the environment and setting it globally."""
+    """Instrument this process when tracing is on (idempotent). No provider, no thread yet: the
+    instrumentation uses OpenTelemetry's global one, which start_export() sets (so each gunicorn
+    worker has its own, with its own service.instance.id). `provider`: a TracerProvider of the
+    caller's (tests), used instead, never made global; start_export() then does nothing."""
     global on, _provider, _tracer, _exporters
     if on:
         return True
     from django.conf import settings
 
-    _exporters = []
-    if provider is None:
-        _exporters = list(getattr(settings, "TRACES_EXPORTERS", []))
-        if not _exporters:
-            return False
-        from opentelemetry import trace
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-
-        named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
-        # Resource, sampler and span limits come from the environment (the SDK reads them).
-        provider = TracerProvider(resource=Resource.create({} if named else {"service.name": DEFAULT_SERVICE_NAME}))
-        trace.set_tracer_provider(provider)
+    _exporters = [] if provider is not None else list(getattr(settings, "TRACES_EXPORTERS", []))
+    if provider is None and not _exporters:
+        return False
+    from opentelemetry import trace
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 
-    provider.add_span_processor(_statement_tags())
+    if provider is not None:
+        provider.add_span_processor(_statement_tags())
     PsycopgInstrumentor().instrument(tracer_provider=provider, enable_commenter=False)
-    _provider, _tracer = provider, provider.get_tracer(__name__)
+    _provider, _tracer = provider, trace.get_tracer(__name__, tracer_provider=provider)
     on = True
     from django.db import connections
 
     for conn in connections.all(initialized_only=True):  # those made before (this thread's)
         tag_statements(conn)
-    if _exporters and not _deferred:  # built from the environment, in a process that does not fork workers
+    if _exporters and not _deferred:  # a process that forks no workers: a command, a script
         start_export()
         if settings.APP_ROLE == "cli":
             _trace_command()
     return True
+
+
+def start_export() -> None:
+    """This process's TracerProvider, made global, and its exporters (BatchSpanProcessor: a thread
+    each). Once per process; in a gunicorn worker, after the fork."""
+    global _provider, _exporting
+    if not on or _exporting or not _exporters:
+        return
+    from importlib.metadata import entry_points
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    # Resource, sampler and span limits come from the environment (the SDK reads them).
+    provider = TracerProvider(resource=Resource.create({} if named else {"service.name": DEFAULT_SERVICE_NAME}))
+    provider.add_span_processor(_statement_tags())
+    for name in _exporters:
+        (entry,) = entry_points(group=EXPORTER_GROUP, name=name)
+        provider.add_span_processor(BatchSpanProcessor(entry.load()()))
+    trace.set_tracer_provider(provider)
+    _provider, _exporting = provider, True
 
 
 def _trace_command() -> None:
@@ -140,22 +158,6 @@ def _trace_command() -> None:
     span = _tracer.start_span(command, attributes={"process.role": "cli"})
     context.attach(trace.set_span_in_context(span))
     atexit.register(span.end)
-
-
-def start_export() -> None:
-    """Start exporting this process's spans (BatchSpanProcessor: a thread per exporter). Once per
-    process; in a forked worker, after the fork."""
-    global _exporting
-    if not on or _exporting or not _exporters:
-        return
-    from importlib.metadata import entry_points
-
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    for name in _exporters:
-        (entry,) = entry_points(group=EXPORTER_GROUP, name=name)
-        _provider.add_span_processor(BatchSpanProcessor(entry.load()()))
-    _exporting = True
 
 
 def flush() -> None:
@@ -180,7 +182,8 @@ def uninstall() -> None:
 
 
 def provider():
-    """The TracerProvider of this process, None while tracing is off."""
+    """The TracerProvider given to install() (tests), else None: the instrumentation then uses the
+    global one (start_export)."""
     return _provider
 
 

@@ -4,6 +4,7 @@ statement and pool spans below it; and spans exported from a gunicorn worker, ne
 
 from __future__ import annotations
 
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -147,7 +148,8 @@ def collector():
     running.close()
 
 
-def test_gunicorn_workers_export_their_spans_the_master_none(serve, collector, no_pools_of_our_own):
+@pytest.mark.parametrize("preload", [False, True], ids=["app-loaded-in-workers", "preload"])
+def test_gunicorn_workers_export_their_spans_the_master_none(serve, collector, no_pools_of_our_own, preload):
     user = get_user_model().objects.create_user("exported-user")
     env = cluster_env(
         test_database_urls(),
@@ -155,7 +157,7 @@ def test_gunicorn_workers_export_their_spans_the_master_none(serve, collector, n
         OTEL_SERVICE_NAME="platform-under-test",
         OTEL_BSP_SCHEDULE_DELAY="100",
     )
-    server = serve(env, workers=2, threads=2)
+    server = serve(env, workers=2, threads=2, args=("--preload",) if preload else ())
     master = server.proc.pid
     workers = children(master)
     collector.senders = [master, *workers]
@@ -169,6 +171,7 @@ def test_gunicorn_workers_export_their_spans_the_master_none(serve, collector, n
     wait_for(both_exported, timeout=30, what="the two requests' server spans at the collector")
     senders = set().union(*(owners for owners, _ in collector.exports))
     assert senders and senders <= set(workers), (senders, master, workers)
+    assert len(os.listdir(f"/proc/{master}/task")) == 1, "the master started a thread (an exporter?)"
     spans = collector.spans()
     assert {s["service"] for s in spans} == {"platform-under-test"}
     tagged = [s for s in spans if s["attributes"].get("db.alias") == "blog"]
