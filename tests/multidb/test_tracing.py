@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 
 import psycopg
 import pytest
@@ -16,6 +17,7 @@ from django.db import connections
 from config.multidb import tracing
 from config.multidb.conf import databases as topology
 from config.multidb.conf.env import ConfigError
+from config.multidb.lifecycle import close_all_pools
 from tests.support.project import ROOT, manage, project_env
 from tests.support.servers import test_database_urls
 from tests.support.tracing import spans_of
@@ -203,3 +205,34 @@ def test_the_comment_check_sees_a_comment_when_there_is_one(traced_spans):
         PsycopgInstrumentor.instrument_connection(conn, tracer_provider=tracing.provider(), enable_commenter=True)
         with tracing.provider().get_tracer("test").start_as_current_span("request"), conn.cursor() as cursor:
             assert "/*" in _received(cursor)
+
+
+@pytestmark_db
+def test_a_checkout_that_times_out_is_a_failed_acquire_span(traced_spans, monkeypatch):
+    from config.multidb.resilience.breaker import DatabaseUnavailable
+
+    pool = {**settings.DATABASES["blog"]["OPTIONS"]["pool"], "min_size": 0, "max_size": 1, "timeout": 0.2}
+    monkeypatch.setitem(settings.DATABASES["blog"]["OPTIONS"], "pool", pool)
+    close_all_pools()  # rebuilt with one connection
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with connections["blog"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+            taken.set()
+            release.wait(30)
+        connections["blog"].close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert taken.wait(30)
+        with pytest.raises(DatabaseUnavailable, match="pool_timeout"):
+            connections["blog"].ensure_connection()
+    finally:
+        release.set()
+        holder.join(30)
+    (failed,) = [s for s in traced_spans.get_finished_spans() if s.attributes.get("error.type")]
+    assert failed.name == "db.pool.acquire" and failed.attributes["db.alias"] == "blog"
+    assert failed.attributes["error.type"] == "pool_timeout" and not failed.status.is_ok
+    assert failed.attributes["db.pool.wait_ms"] >= 200  # the pool gives up only after its 0.2 s
