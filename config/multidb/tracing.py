@@ -155,7 +155,7 @@ def _trace_command() -> None:
     command = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
     if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
         command += " " + sys.argv[1]
-    span = _tracer.start_span(command, attributes={"process.role": "cli"})
+    span = _tracer.start_span(command)
     context.attach(trace.set_span_in_context(span))
     atexit.register(span.end)
 
@@ -214,10 +214,10 @@ def tag_statements(conn) -> None:
 def pool_acquired(alias: str, waited: float, error: str | None = None) -> None:
     """A `db.pool.acquire` span, child of the current one, covering the wait for a connection."""
     end = time.time_ns()
-    info = alias_or_none(alias)
     attributes = {"db.alias": alias, "db.pool.wait_ms": round(waited * 1000, 3)}
+    info = alias_or_none(alias)
     if info is not None:
-        attributes["db.role"] = info.label.split(":", 1)[0]
+        attributes["db.role"] = role_of(alias)
         attributes["db.client.connection.pool.name"] = info.label
     span = _tracer.start_span("db.pool.acquire", start_time=end - int(waited * 1e9), attributes=attributes)
     if error is not None:
