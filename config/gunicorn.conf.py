@@ -10,8 +10,9 @@
   master are forgotten by the resets registered with config.multidb.lifecycle.after_fork
   (one os.register_at_fork hook, so every fork gets them, not only gunicorn's);
 - `post_worker_init` (worker): starts the thread that copies pool statistics
-  into the Prometheus metrics, and freezes the loaded application for the
-  garbage collector;
+  into the Prometheus metrics, the span exporter when traces are on (the master
+  installs the instrumentation but starts no exporter: `tracing.defer_export`),
+  and freezes the loaded application for the garbage collector;
 - `worker_exit` (worker): every pool is closed after in-flight requests finish;
 - `child_exit` (master): a dead worker's live gauges are dropped from /metrics.
 
@@ -38,6 +39,10 @@ try:
     _topology.build(_ENV)
 except ConfigError as _exc:
     fail(str(_exc))
+
+from config.multidb import tracing as _tracing  # noqa: E402
+
+_tracing.defer_export()  # before anything loads the app (--preload): each worker exports, the master never
 
 # Must happen before anything imports prometheus_client (it picks its storage at
 # import). The mark survives a config reload (SIGHUP), so on_exit still cleans up.
@@ -109,6 +114,9 @@ def post_worker_init(worker):
     from config.multidb.metrics import start_refresher
 
     start_refresher()
+    from config.multidb import tracing
+
+    tracing.start_export()  # nothing when traces are off
     # Django, the settings and the loaded modules live as long as the worker: move them out of the
     # cyclic collector's reach, so a full collection scans only what requests allocate instead of
     # pausing every thread for tens of milliseconds (a p99 spike).
@@ -117,9 +125,11 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
+    from config.multidb import tracing
     from config.multidb.lifecycle import close_all_pools
 
     close_all_pools()
+    tracing.flush()
 
 
 def child_exit(server, worker):

@@ -9,6 +9,9 @@ files would only cost time there. Everything else (the admin) gets the full
 In front of both, the fast lane (config/httpkit/fastlane.py) answers the hottest reads
 without Django's request path; whatever it does not fully understand falls
 through to the handlers.
+
+With traces on (README, Traces) the whole of it runs inside a span per request
+(config/httpkit/tracing.py); off, nothing wraps it.
 """
 
 import os
@@ -61,5 +64,17 @@ django.setup(set_prefix=False)
 from config.httpkit import requestid  # noqa: E402  (needs the settings)
 from config.httpkit.errors import API_PREFIXES  # noqa: E402
 from config.httpkit.fastlane import Lane  # noqa: E402
+from config.multidb import tracing  # noqa: E402
 
-application = dispatcher(ApiHandler(), WSGIHandler(), Lane() if settings.API_FAST_LANE else None)
+
+def build():
+    """The application; built after tracing is installed, so the handlers load its middleware."""
+    if not tracing.on:
+        return dispatcher(ApiHandler(), WSGIHandler(), Lane() if settings.API_FAST_LANE else None)
+    from config.httpkit import tracing as request_tracing
+
+    lane = request_tracing.TracedLane() if settings.API_FAST_LANE else None
+    return request_tracing.wrap(dispatcher(ApiHandler(), WSGIHandler(), lane))
+
+
+application = build()

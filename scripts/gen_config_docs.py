@@ -70,6 +70,12 @@ def env_example() -> str:
         out.append(f"# {v.help} ({_kind(v)})" if v.help else f"# ({_kind(v)})")
         value = EXAMPLE_VALUES.get(v.name, _default(v))
         out.append(f"{v.name}={value}" if value else f"# {v.name}=")
+    out += [
+        "",
+        "# --- traces: off unless the standard OpenTelemetry variables ask (README, Traces) ---",
+        "# OTEL_TRACES_EXPORTER=otlp (or console; none = off), OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318,",
+        "# OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG, OTEL_SDK_DISABLED=true: read by the SDK",
+    ]
     return "\n".join(out) + "\n"
 
 

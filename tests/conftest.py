@@ -28,6 +28,19 @@ def django_db_setup(django_db_setup, django_db_blocker):
         close_all_pools()
 
 
+@pytest.fixture
+def traced_spans(django_db_blocker):
+    """Tracing installed in this process for the test (tests/support/tracing.py); the in-memory exporter."""
+    from tests.support.tracing import traced
+
+    steps = traced()
+    with django_db_blocker.unblock():
+        exporter = next(steps)
+    yield exporter
+    with django_db_blocker.unblock():
+        next(steps, None)
+
+
 @pytest.fixture(autouse=True)
 def _closed_breakers():
     from config.multidb.resilience import breaker

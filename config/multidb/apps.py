@@ -6,3 +6,8 @@ class MultiDbConfig(AppConfig):
 
     name = "config.multidb"
     label = "multidb"
+
+    def ready(self):
+        from config.multidb import tracing
+
+        tracing.install()  # only when OTEL_* ask for traces (README, Traces)

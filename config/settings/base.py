@@ -2,6 +2,7 @@
 config/multidb/conf/env.py and the topology in config/multidb/conf/databases.py; a bad value stops the
 process here, before anything else runs."""
 
+from config.multidb import tracing
 from config.multidb.conf import databases as topology
 from config.multidb.conf.env import BASE_DIR, ConfigError, fail, read_dotenv
 from config.multidb.redact import redact_url
@@ -10,6 +11,8 @@ read_dotenv()
 try:
     ENV = topology.read_all()
     DATABASES, DATABASE_ALIASES = topology.build(ENV)
+    # Span exporters asked for by the standard OTEL_* variables; [] = no tracing (config/multidb/tracing.py).
+    TRACES_EXPORTERS = tracing.exporter_names()
 except ConfigError as exc:
     fail(str(exc))
 # The parsed variables stay available (WEB_THREADS, ...) but URLs lose their

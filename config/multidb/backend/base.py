@@ -24,7 +24,7 @@ from django.db.utils import DatabaseErrorWrapper
 from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
-from config.multidb import metrics
+from config.multidb import metrics, tracing
 from config.multidb.backend.guard import guard, socket_identity
 from config.multidb.conf.aliases import alias_or_none
 from config.multidb.replicas import refuse_writes
@@ -103,6 +103,8 @@ class DatabaseWrapper(pg.DatabaseWrapper):
         if info is not None and info.kind == "replica":
             # Refuse writes in code, before the server (or a pooler pointing at a primary) sees them.
             self.execute_wrappers.append(refuse_writes)
+        if tracing.on:  # statement spans tagged with the alias and role (config/multidb/tracing.py)
+            tracing.tag_statements(self)
 
     @property
     def pool(self):
@@ -135,19 +137,29 @@ class DatabaseWrapper(pg.DatabaseWrapper):
             with guard.call(self.alias, limit=self.bulkhead_limit):
                 asked = time.perf_counter()
                 connection = super().get_new_connection(conn_params)
-                metrics.note_pool_wait(self.alias, time.perf_counter() - asked)
+                waited = time.perf_counter() - asked
+                metrics.note_pool_wait(self.alias, waited)
+                if tracing.on:
+                    tracing.pool_acquired(self.alias, waited)
         except TooManyRequests:
             # A full queue is load, not a fault: refuse without counting a failure.
+            self._trace_failed_acquire(asked, "pool_full")
             raise DatabaseUnavailable(self.alias, "pool_full", retry_after=1.0) from None
         except PoolTimeout:
+            self._trace_failed_acquire(asked, "pool_timeout")
             if not self._pool_is_busy():
                 breaker.failure()
             raise DatabaseUnavailable(self.alias, "pool_timeout", retry_after=breaker.open_seconds) from None
         except psycopg.OperationalError:  # a direct connection (pools disabled) failed
+            self._trace_failed_acquire(asked, "connect_failed")
             breaker.failure()
             raise DatabaseUnavailable(self.alias, "connect_failed", retry_after=breaker.open_seconds) from None
         breaker.success()
         return connection
+
+    def _trace_failed_acquire(self, asked: float, error: str) -> None:
+        if tracing.on:
+            tracing.pool_acquired(self.alias, time.perf_counter() - asked, error=error)
 
     def _pool_is_busy(self) -> bool:
         """Every connection of the pool is open and lent out: a wait for one is load
