@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.core import checks
+from django.db.models.signals import post_migrate
 
 
 class AuditConfig(AppConfig):
@@ -20,6 +21,18 @@ class AuditConfig(AppConfig):
         lifecycle.set_outbox_reader(relay.outbox_status)
         auth.add_request_context(acting_as)
         checks.register(check_outboxes, checks.Tags.models)
+        post_migrate.connect(ensure_partitions, sender=self, dispatch_uid="audit-partitions-ensure")
+
+
+def ensure_partitions(using, **kwargs):
+    """After every migrate of the shared database: next months' audit partitions exist."""
+    from django.db import router
+
+    from audit.models import AuditEvent
+    from audit.services import audit_partitions_ensure
+
+    if router.allow_migrate_model(using, AuditEvent):
+        audit_partitions_ensure(using=using)
 
 
 def check_outboxes(app_configs=None, **kwargs):

@@ -3,14 +3,17 @@ shared database, exactly once.
 
 One batch: in a domain transaction, lock up to N outbox rows (`FOR UPDATE SKIP
 LOCKED`, so concurrent relays take disjoint rows), insert them into the shared
-database keyed on the event id (`ON CONFLICT DO NOTHING`) and commit that, then
+database keyed on the event (`ON CONFLICT (id, occurred_at) DO NOTHING`: the table is
+partitioned by occurred_at, which an event carries unchanged from its outbox row, so the
+key is as unique as the id) and commit that, then
 delete the rows and commit the domain transaction. A relay killed between the
 two commits leaves rows that the next run delivers again and the conflict
 clause ignores: every event lands once.
 
 Delivery is triggered after each commit that wrote an outbox row (`kick()`, a
 daemon thread per process, on the jobs pools), retried with a backoff while the
-shared database is down, and swept by `manage.py audit_relay [--follow]`.
+shared database is down, and swept by `manage.py audit_relay [--follow]`. Once an
+hour per process the relay also makes sure next months' partitions exist.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ RETRY_MAX_S = 30.0
 EXIT_FLUSH_S = 5.0  # a command waits this long at exit for its events to be delivered
 COALESCE_S = 0.2  # after a kick, wait this long so a burst of commits shares one drain
 GAUGE_EVERY_S = 1.0  # the relay thread refreshes the outbox gauges at most this often
+PARTITIONS_EVERY_S = 3600.0  # a process makes sure next months' partitions exist at most this often
+
+_partitions_checked_at: float | None = None
 
 
 @cache
@@ -100,6 +106,7 @@ def relay_once(alias: str, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
     shared = router.db_for_write(AuditEvent)
     _connect_fast(shared)
     _connect_fast(db)
+    ensure_partitions_now_and_then(shared)
     table = outbox._meta.db_table
     with transaction.atomic(using=db), connections[db].cursor() as cursor:
         cursor.execute(
@@ -119,11 +126,33 @@ def relay_once(alias: str, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
                 params += [event_id, occurred_at, alias, actor, actor_id, action, model, object_pk, changes]
             out.execute(
                 f'INSERT INTO "{AuditEvent._meta.db_table}" (id, occurred_at, recorded_at, database, actor, actor_id, '
-                f"action, model, object_pk, changes) VALUES {values} ON CONFLICT (id) DO NOTHING",
+                f"action, model, object_pk, changes) VALUES {values} ON CONFLICT (id, occurred_at) DO NOTHING",
                 params,
             )
         cursor.execute(f'DELETE FROM "{table}" WHERE id = ANY(%s)', [[r[0] for r in rows]])
     return len(rows)
+
+
+def ensure_partitions_now_and_then(shared: str) -> None:
+    """Next months' partitions, at most once per PARTITIONS_EVERY_S in this process.
+
+    A failure is only logged: an event whose month has no partition lands in the DEFAULT
+    partition, and the next call moves it to the partition it creates.
+    """
+    global _partitions_checked_at
+    now = time.monotonic()
+    if _partitions_checked_at is not None and now - _partitions_checked_at < PARTITIONS_EVERY_S:
+        return
+    _partitions_checked_at = now
+    from audit.services import audit_partitions_ensure
+
+    try:
+        created = audit_partitions_ensure(using=shared, retry=False)
+    except Exception as exc:
+        log.warning("audit partitions not checked (%s); next try in %.0f s", describe(exc), PARTITIONS_EVERY_S)
+    else:
+        if created:
+            log.info("audit partitions created: %s", ", ".join(created))
 
 
 def relay_alias(alias: str, batch_size: int = DEFAULT_BATCH_SIZE) -> int:

@@ -127,3 +127,44 @@ def test_admin_post_with_tags_is_one_event(admin_client, admin_user):
         admin_user.username,
     )
     assert row.changes["title"]["new"] == "Hello" and row.changes["tags"] == {"old": [], "new": [tag.pk]}
+
+
+def test_the_changelist_filters_offer_fixed_choices_and_read_no_distinct_values(admin_client):
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    event(database="blog", model="blog.post", action="create", actor="zed")
+    with CaptureQueriesContext(connections["default"]) as queries:
+        page = admin_client.get(CHANGELIST)
+    assert page.status_code == 200
+    assert not [q["sql"] for q in queries if "DISTINCT" in q["sql"].upper()]
+    listed = [q["sql"] for q in queries if q["sql"].startswith('SELECT "audit_auditevent"."id"')]
+    assert listed and all(
+        'ORDER BY "audit_auditevent"."occurred_at" DESC, "audit_auditevent"."id" DESC' in q for q in listed
+    )
+    choices = {
+        spec.title: [c["display"] for c in spec.choices(page.context["cl"])] for spec in page.context["cl"].filter_specs
+    }
+    assert choices["database"] == ["All", "blog", "market"]  # from the topology
+    assert "market.transfer" in choices["model"] and "blog.post" in choices["model"]  # from the app registry
+    assert choices["action"] == ["All", "Create", "Update", "Delete", "Bulk", "Deny"]  # AuditEvent.Action
+    assert choices["occurred at"][:3] == ["Any date", "Today", "Past 7 days"]  # fixed ranges, no date hierarchy
+    assert "actor" not in choices
+    assert admin_client.get(CHANGELIST, {"database": "blog"}).context["cl"].result_count == 1
+
+
+def test_search_is_an_exact_match_on_object_pk_or_actor(admin_client):
+    by_pk = event(object_pk="SKU-17", actor="bob")
+    by_actor = event(object_pk="3", actor="carol")
+    both = event(object_pk="carol", actor="dave")
+
+    def found(term: str) -> set:
+        page = admin_client.get(CHANGELIST, {"q": term})
+        assert page.status_code == 200
+        return {e.pk for e in page.context["cl"].result_list}
+
+    assert found("SKU-17") == {by_pk.pk}
+    assert found("  bob ") == {by_pk.pk}
+    assert found("carol") == {by_actor.pk, both.pk}  # an actor and an object_pk
+    assert found("SKU") == set() and found("sku-17") == set()  # exact, not contains
+    assert found("") == {by_pk.pk, by_actor.pk, both.pk}

@@ -16,9 +16,11 @@ For every domain database `<db>` (shared, blog, market):
 PUBLIC loses CONNECT and TEMP on every database provisioned, so a role of one
 database cannot even open another one on the same server.
 
-Append-only tables (the audit trail): every role but the owner may INSERT and
-SELECT, nothing else; only the jobs role may delete, through a SECURITY DEFINER
-function that deletes nothing younger than the retention (docs/faults.md).
+Append-only tables (the audit trail, partitioned by month): every role but the
+owner may INSERT and SELECT, nothing else, on the table and on each partition;
+only the jobs role may delete, through a SECURITY DEFINER function that drops or
+deletes nothing younger than the retention, and partitions are created by another
+one that the app role may run (config/multidb/ops/appendonly.py, docs/faults.md).
 
 Passwords come from environment variables and are sent as SCRAM-SHA-256
 verifiers computed here: the server, its log and the network only ever see the
@@ -38,6 +40,18 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
+
+from config.multidb.ops.appendonly import (
+    AppendOnly,
+    install,
+    narrow_grants_sql,
+    partitions_function,
+    partitions_signature,
+    prune_function,
+    prune_signature,
+)
+
+__all__ = ["AppendOnly", "DatabaseRoles", "partitions_function", "prune_function", "provision"]
 
 SCRAM_ITERATIONS = 4096
 # Relations Django creates in `public`; sequences owned by a column follow their table.
@@ -67,16 +81,6 @@ def scram_verifier(password: str, *, salt: bytes | None = None, iterations: int 
 
 
 @dataclass(frozen=True)
-class AppendOnly:
-    """A table whose rows are written once and never changed: the audit trail."""
-
-    table: str
-    pk: str
-    time_column: str  # what the retention is measured on
-    retention_days: int  # nothing younger is ever deleted, whoever asks
-
-
-@dataclass(frozen=True)
 class DatabaseRoles:
     alias: str
     database: str
@@ -99,45 +103,10 @@ def password_variable(role: str) -> str:
     return f"{role.upper()}_PASSWORD"
 
 
-def prune_function(table: str) -> str:
-    """The function the jobs role deletes old rows of an append-only table with (in schema public)."""
-    return f"{table}_prune"
-
-
-# Grantees other than the owner holding anything beyond INSERT and SELECT on a table.
-_WIDER_GRANTEES = """
-SELECT DISTINCT coalesce(r.rolname, 'PUBLIC') FROM pg_class c
-CROSS JOIN LATERAL aclexplode(c.relacl) a
-LEFT JOIN pg_roles r ON r.oid = a.grantee
-WHERE c.oid = to_regclass(%s) AND a.grantee <> c.relowner AND a.privilege_type NOT IN ('INSERT', 'SELECT')
-ORDER BY 1
-"""
-
-# A function rather than a row-level security policy: no role but the owner holds
-# DELETE at all, a request below the retention fails with a message instead of
-# silently deleting nothing, and it can be created before the table exists
-# (PL/pgSQL binds names at run time), so provisioning may come before migrating.
-_PRUNE_FUNCTION = """
-CREATE OR REPLACE FUNCTION {function}(older_than_days integer, batch_size integer) RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $prune$
-DECLARE
-    deleted integer;
-BEGIN
-    IF older_than_days IS NULL OR older_than_days < {retention} THEN
-        RAISE EXCEPTION 'rows of % are kept for % days: cannot delete those younger than % days',
-            {table_name}, {retention}, older_than_days USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    IF batch_size IS NULL OR batch_size < 1 THEN
-        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    DELETE FROM {table} WHERE {pk} IN (
-        SELECT {pk} FROM {table} WHERE {column} < now() - make_interval(days => older_than_days)
-        ORDER BY {column} LIMIT batch_size);
-    GET DIAGNOSTICS deleted = ROW_COUNT;
-    RETURN deleted;
-END
-$prune$
-"""
+# Functions rather than a row-level security policy: no role but the owner holds DELETE
+# at all, a request below the retention fails with a message instead of silently deleting
+# nothing, and they can be created before the table exists (PL/pgSQL binds names at run time),
+# so provisioning may come before migrating. Their SQL: config/multidb/ops/appendonly.py.
 
 
 def provision(
@@ -239,35 +208,31 @@ def provision(
         t = target.append_only
         say(
             f"  {t.table}: INSERT and SELECT only for {target.app} and {target.jobs or 'nobody else'}; "
-            f"rows younger than {t.retention_days} days are never deleted"
+            f"rows younger than {t.retention_days} days are never deleted; "
+            f"{partitions_function(t.table)}() for {target.app}"
         )
 
 
 def _provision_append_only(conn: psycopg.Connection, target: DatabaseRoles, spec: AppendOnly) -> None:
-    """INSERT and SELECT for everyone the owner granted more; deletes only through the prune function."""
-    table = sql.Identifier("public", spec.table)
-    # The owner's default privileges granted UPDATE and DELETE when the table was created;
-    # the audit migration takes them back when it runs after this (see audit/migrations).
-    for (grantee,) in conn.execute(_WIDER_GRANTEES, [f"public.{spec.table}"]).fetchall():
-        who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
-        conn.execute(sql.SQL("REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {} FROM {}").format(table, who))
-    function = sql.Identifier("public", prune_function(spec.table))
-    signature = sql.SQL("{}(integer, integer)").format(function)
-    conn.execute(
-        sql.SQL(_PRUNE_FUNCTION).format(
-            function=function,
-            table=table,
-            table_name=sql.Literal(spec.table),
-            pk=sql.Identifier(spec.pk),
-            column=sql.Identifier(spec.time_column),
-            retention=sql.Literal(spec.retention_days),
-        )
-    )
-    conn.execute(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(signature, sql.Identifier(target.owner)))
-    conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC").format(signature))
-    conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {} FROM {}").format(signature, sql.Identifier(target.app)))
+    """INSERT and SELECT for everyone the owner granted more, on the table and its partitions;
+    deletes only through the prune function (jobs role), partitions made by the ensure function."""
+    # The owner's default privileges granted UPDATE and DELETE when the table (or a partition)
+    # was created; the audit migrations take them back when they run after this.
+    conn.execute(narrow_grants_sql(spec.table))
+    install(conn, spec, replace=True)
+    owner, app = sql.Identifier(target.owner), sql.Identifier(target.app)
+    for signature in (prune_signature(spec.table), partitions_signature(spec.table)):
+        conn.execute(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(signature, owner))
+        conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC").format(signature))
+        conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {} FROM {}").format(signature, app))
+    # Creating next months' partitions is harmless: the web's relay thread does it now and then.
+    conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(partitions_signature(spec.table), app))
     if target.jobs:
-        conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(signature, sql.Identifier(target.jobs)))
+        conn.execute(
+            sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
+                prune_signature(spec.table), sql.Identifier(target.jobs)
+            )
+        )
 
 
 def passwords_from_env(roles: list[str], overrides: dict[str, str]) -> dict[str, str | None]:

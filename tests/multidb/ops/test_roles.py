@@ -217,6 +217,18 @@ def _assert_append_only(cluster, passwords) -> None:
                     conn.execute(statement, (event_id,))
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for table"):
                 conn.execute("TRUNCATE audit_auditevent")
+            # Nor through a partition (the event's own, or the safety net), nor by dropping one.
+            (partition,) = conn.execute(
+                "SELECT tableoid::regclass::text FROM audit_auditevent WHERE id = %s", (event_id,)
+            ).fetchone()
+            for table in (partition, "audit_auditevent_default"):
+                for statement in (f"DELETE FROM {table}", f"UPDATE {table} SET actor = 'mallory'", f"TRUNCATE {table}"):
+                    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for table"):
+                        conn.execute(statement)
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="must be owner"):
+                    conn.execute(f"DROP TABLE {table}")
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="must be owner"):
+                    conn.execute(f"ALTER TABLE audit_auditevent DETACH PARTITION {table}")
 
 
 def test_the_app_and_jobs_roles_may_only_insert_and_read_audit_events(provisioned):
@@ -233,11 +245,36 @@ def test_the_app_and_jobs_roles_may_only_insert_and_read_audit_events(provisione
             conn.execute("SELECT audit_auditevent_prune(%s, 10)", (RETENTION_DAYS,))
 
 
+def test_the_web_role_makes_partitions_ahead_that_stay_append_only(provisioned):
+    cluster, passwords, _, _ = provisioned
+    with _connect(cluster, passwords, "platform_shared_app", "roles_shared") as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied for schema public"):
+            conn.execute(
+                "CREATE TABLE audit_auditevent_y2099m01 PARTITION OF audit_auditevent "
+                "FOR VALUES FROM ('2099-01-01') TO ('2099-02-01')"
+            )
+        # Through the owner's function: 30 months back (as for late events) to 3 ahead.
+        created = [
+            r[0] for r in conn.execute("SELECT audit_auditevent_partitions_ensure(3, now() - interval '30 months')")
+        ]
+        assert len(created) >= 25
+        for name in created:
+            owner, app_may = conn.execute(
+                "SELECT pg_get_userbyid(relowner), ARRAY[has_table_privilege(%s, oid, 'SELECT'), "
+                "has_table_privilege(%s, oid, 'INSERT'), has_table_privilege(%s, oid, 'UPDATE'), "
+                "has_table_privilege(%s, oid, 'DELETE'), has_table_privilege(%s, oid, 'TRUNCATE')] "
+                "FROM pg_class WHERE relname = %s",
+                ("platform_shared_app",) * 5 + (name,),
+            ).fetchone()
+            assert (owner, app_may) == ("platform_shared_owner", [True, True, False, False, False]), name
+
+
 def test_only_the_jobs_role_prunes_and_only_events_older_than_the_retention(provisioned):
     cluster, passwords, app_env, _ = provisioned
     jobs_env = cluster_env(_urls(cluster, passwords, "jobs"))
     with _connect(cluster, passwords, "platform_shared_app", "roles_shared") as conn:
-        old = _insert_event(conn, RETENTION_DAYS + 5)
+        # A month goes whole once all of it is past the retention: 40 days past it always is.
+        old = _insert_event(conn, RETENTION_DAYS + 40)
         kept = _insert_event(conn, RETENTION_DAYS - 5)
 
     # Below the retention the database refuses, whoever asks for how little.
@@ -253,6 +290,7 @@ def test_only_the_jobs_role_prunes_and_only_events_older_than_the_retention(prov
     pruned = manage("audit_prune", "--older-than", str(RETENTION_DAYS), env=jobs_env)
 
     assert pruned.returncode == 0, pruned.stderr
+    assert "dropped partition public.audit_auditevent_y" in pruned.stdout
     with _connect(cluster, passwords, "platform_shared_app", "roles_shared") as conn:
         left = {str(r[0]) for r in conn.execute("SELECT id FROM audit_auditevent WHERE id IN (%s, %s)", (old, kept))}
     assert left == {kept}
