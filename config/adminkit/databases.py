@@ -11,7 +11,7 @@ budget come from `dbstat`'s query and `dbbudget`'s arithmetic (config/multidb/op
 `lifecycle.set_outbox_reader`. Whatever touches a database runs in a thread of its own with its
 own deadline, all in parallel; the page waits at most WAIT_S for them and shows what has not
 answered as unavailable, so a sick database never holds up the others. A probe still out from an
-earlier load is waited for again, never started twice.
+earlier load is never started twice, and once it is older than WAIT_S no load waits for it again.
 
 `?format=json` answers the same figures as JSON; `?format=fragment` the page's panel alone, which
 the page's script fetches every REFRESH_S seconds.
@@ -54,7 +54,7 @@ COLORS = ("#417690", "#c0392b", "#27ae60", "#8e44ad", "#d35400", "#2c3e50", "#16
 
 # -- probes: one thread each, at most one per key in flight ----------------------------------------
 
-_inflight: dict[str, Future] = {}
+_inflight: dict[str, tuple[Future, float]] = {}  # key -> (its probe, when it started)
 _inflight_lock = threading.Lock()
 
 
@@ -65,15 +65,16 @@ def _forget_inflight() -> None:
     _inflight.clear()
 
 
-def _start(key: str, fn, *args) -> Future:
-    """`fn(*args)` in a daemon thread; while an earlier call for `key` is still running, that one."""
+def _start(key: str, fn, *args) -> tuple[Future, float]:
+    """`fn(*args)` in a daemon thread, and when it started; while an earlier call for `key` is
+    still running, that one."""
     with _inflight_lock:
-        future = _inflight.get(key)
-        if future is not None and not future.done():
-            return future
-        future = _inflight[key] = Future()
-    threading.Thread(target=_run, args=(future, fn, args), name=f"dbpage-{key}", daemon=True).start()
-    return future
+        running = _inflight.get(key)
+        if running is not None and not running[0].done():
+            return running
+        running = _inflight[key] = (Future(), time.monotonic())
+    threading.Thread(target=_run, args=(running[0], fn, args), name=f"dbpage-{key}", daemon=True).start()
+    return running
 
 
 def _run(future: Future, fn, args) -> None:
@@ -221,7 +222,7 @@ def gather() -> dict:
         if t.server not in activity_of:
             activity_of[t.server] = (t.alias, False)
             statements.setdefault((t.alias, False), []).append(ACTIVITY_SQL)
-    futures: dict[tuple, Future] = {}
+    futures: dict[tuple, tuple[Future, float]] = {}
     for (alias, direct), sqls in statements.items():
         key = f"server:{alias}:{direct:d}"
         futures[("server", alias, direct)] = _start(key, _server_probe, alias, direct, tuple(sqls))
@@ -236,16 +237,18 @@ def gather() -> dict:
             if info.kind == "primary":
                 futures[("outbox", alias)] = _start(f"outbox:{alias}", reader, [alias])
 
-    wait(futures.values(), timeout=max(WAIT_S - (time.monotonic() - started), 0.0))
+    # Probes an earlier load started and gave up on are not waited for again.
+    fresh = [future for future, since in futures.values() if started - since < WAIT_S]
+    wait(fresh, timeout=max(WAIT_S - (time.monotonic() - started), 0.0))
     pools, breakers, holders = _from_metrics()  # after the probes, which borrow pooled connections
 
     def outcome(key: tuple):
         """(result, "") or (None, why not)."""
-        future = futures.get(key)
-        if future is None:
+        if key not in futures:
             return None, "not probed"
+        future, since = futures[key]
         if not future.done():
-            return None, f"no answer within {WAIT_S:g} s"
+            return None, f"no answer within {max(time.monotonic() - since, WAIT_S):.1f} s"
         exc = future.exception()
         return (None, _describe(exc)) if exc is not None else (future.result(), "")
 

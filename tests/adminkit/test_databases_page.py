@@ -306,7 +306,7 @@ def test_frozen_market_does_not_hold_the_page(market_apart, operator):
         # libpq gives up on a connect after 2 s at the least: the page did not wait for it.
         [database] = [d for d in data["databases"] if "market" in d["aliases"]]
         assert database["error"].startswith("no answer within"), database
-        # The next load meets the first one's probes maybe still out; it waits for them, never starts more.
+        # The next load may meet the first one's probes still out: it starts no second one, nor waits again.
         data = operator.data()
         _market_shown_unavailable(data)
         _others_show_numbers(data)
