@@ -1,7 +1,8 @@
 """The admin's Databases page (config/adminkit/databases.py): who may open it, what it shows for
 every alias and database, that its figures are those of /metrics and `dbstat`, and, against a live
 gunicorn whose market database lives in a cluster of its own, that it still answers when that
-database is stopped or frozen, showing market unavailable and the others with their numbers."""
+database is stopped or frozen, showing market unavailable and the others with their numbers; and a
+streaming replica's lag."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.factories import UserFactory, make_post
 from tests.support.faults import HTTP_TIMEOUT_S, manage_out, site
 from tests.support.perms import grant
-from tests.support.pgcluster import wait_for
+from tests.support.pgcluster import PgCluster, wait_for
+from tests.support.scale import DATABASES, fresh_databases
+from tests.support.servers import Gunicorn, cluster_env
 from tests.support.topology import others
 
 URL = "/admin/databases/"
@@ -313,3 +316,64 @@ def test_frozen_market_does_not_hold_the_page(market_apart, operator):
     finally:
         cluster.resume()
     wait_for(lambda: operator.data()["unavailable"] == [], timeout=30, what="the page to show market again")
+
+
+# -- a replica's lag -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def with_replica():
+    """A primary with the three databases, a streaming replica of it serving market's reads, gunicorn."""
+    primary = PgCluster("dbpage-primary").start()
+    replica = server = None
+    try:
+        urls = fresh_databases(primary)
+        replica = primary.replica("dbpage-replica")
+        env = cluster_env(urls, MARKET_DATABASE_REPLICA_URL=replica.url(DATABASES["MARKET"]))
+        server = Gunicorn(env, workers=1, threads=4).start()
+        password = uuid.uuid4().hex
+        manage_out(
+            {**env, "DJANGO_SUPERUSER_PASSWORD": password},
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            "ops",
+            "--email",
+            "o@example.com",
+        )
+        yield primary, replica, Admin(server.url("").rstrip("/"), "ops", password)
+    finally:
+        if server is not None:
+            server.stop()
+        for cluster in (replica, primary):
+            if cluster is not None:
+                cluster.destroy()
+
+
+@pytest.mark.cluster
+def test_a_replicas_lag_is_shown_and_grows_while_its_replay_is_paused(with_replica):
+    primary, replica, operator = with_replica
+
+    def market_replica() -> dict:
+        return next(a for a in operator.data()["aliases"] if a["alias"] == "market_replica")
+
+    entry = wait_for(lambda: (e := market_replica())["replica"]["usable"] and e, what="the replica to be usable")
+    assert entry["kind"] == "replica" and entry["available"] and entry["replica"]["lag_ms"] >= 0
+    assert entry["server"] == f"127.0.0.1:{replica.port}"
+
+    replica.execute("SELECT pg_wal_replay_pause()")
+    try:
+        primary.execute(
+            "INSERT INTO market_product (sku, name, price_cents, stock, created, updated)"
+            " VALUES ('DBPAGE-LAG', 'x', 1, 1, now(), now())",
+            dbname=DATABASES["MARKET"],
+        )
+        lagging = wait_for(
+            lambda: (e := market_replica())["replica"]["reason"].startswith("lagging") and e,
+            what="the page to show the replica lagging",
+        )
+        assert lagging["replica"]["usable"] is False and lagging["replica"]["lag_ms"] > 0
+        assert lagging["available"]  # it answers; its reads go to the primary meanwhile
+    finally:
+        replica.execute("SELECT pg_wal_replay_resume()")
+    wait_for(lambda: market_replica()["replica"]["usable"], what="the replica to be usable again")
