@@ -170,11 +170,13 @@ def relay_all(batch_size: int = DEFAULT_BATCH_SIZE) -> int:
     return sum(relay_alias(alias, batch_size) for alias in domain_aliases())
 
 
-def outbox_status() -> dict[str, dict]:
-    """{alias: {"depth": pending rows, "oldest_age_s": age of the oldest, or None}}; updates the gauges."""
+def outbox_status(aliases: list[str] | None = None) -> dict[str, dict]:
+    """{alias: {"depth": pending rows, "oldest_age_s": age of the oldest, or None}} for each of
+    `aliases` that has an outbox (None: every one); updates the gauges."""
     out = {}
     for alias in domain_aliases():
-        out[alias] = alias_status(alias)
+        if aliases is None or alias in aliases:
+            out[alias] = alias_status(alias)
     return out
 
 

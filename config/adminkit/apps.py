@@ -7,3 +7,10 @@ class AdminKitConfig(AppConfig):
 
     name = "config.adminkit"
     label = "adminkit"
+
+    def ready(self):
+        from django.contrib import admin
+
+        from config.adminkit import databases
+
+        databases.install(admin.site)

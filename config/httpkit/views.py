@@ -28,8 +28,9 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 1)
 
 
-def _ready_one(alias: str) -> dict:
-    """Borrow a pooled connection and run `SELECT 1`, within READY_DEADLINE_S.
+def ready_one(alias: str) -> dict:
+    """Borrow a pooled connection and run `SELECT 1`, within READY_DEADLINE_S (readiness, and
+    the admin's Databases page).
 
     An open breaker answers at once; the result feeds the breaker like any
     other connection attempt.
@@ -67,7 +68,7 @@ def readyz(request):
     start = time.perf_counter()
     roles = {a: info.kind for a, info in aliases().items() if info.kind != "jobs"}
     ex = ThreadPoolExecutor(max_workers=len(roles), thread_name_prefix="readyz")
-    futures = {alias: ex.submit(_ready_one, alias) for alias in roles}
+    futures = {alias: ex.submit(ready_one, alias) for alias in roles}
     wait(futures.values(), timeout=READY_DEADLINE_S + 0.5)
     ex.shutdown(wait=False)
     results = {

@@ -68,7 +68,7 @@ after_fork(DatabaseWrapper._connection_pools.clear)
 
 _job_exit: list[Callable[[], None]] = []
 _job_connections: list[JobConnections] = []
-_outbox_readers: list[Callable[[], dict]] = []
+_outbox_readers: list[Callable[..., dict]] = []
 
 
 def on_job_exit(hook: Callable[[], None]) -> None:
@@ -121,10 +121,12 @@ def temp_table_models() -> list[str]:
     return list(_temp_table_models)
 
 
-def set_outbox_reader(reader: Callable[[], dict]) -> None:
-    """`dbstat` shows what `reader()` returns: {alias: {depth, oldest_age_s}} of the outbox."""
+def set_outbox_reader(reader: Callable[..., dict]) -> None:
+    """`dbstat` and the admin's Databases page show what `reader(aliases=None)` returns:
+    {alias: {depth, oldest_age_s}} of the outbox of each of `aliases` that has one (None: all);
+    the page asks for one alias at a time, so a sick database delays only its own answer."""
     _outbox_readers[:] = [reader]
 
 
-def outbox_reader() -> Callable[[], dict] | None:
+def outbox_reader() -> Callable[..., dict] | None:
     return _outbox_readers[0] if _outbox_readers else None

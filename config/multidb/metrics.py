@@ -5,16 +5,19 @@ sets PROMETHEUS_MULTIPROC_DIR): each worker writes its samples to files that
 /metrics merges. Nothing here queries a database: pool figures come from
 psycopg_pool's in-process `get_stats()`, copied into gauges and counters by
 `refresh()` (a thread in every worker, once a second, and /metrics itself).
+The same thread keeps a few minutes of pool usage for the admin's Databases page.
 Request metrics are recorded by `RequestMetricsMiddleware` (config/httpkit/middleware.py).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import threading
 import time
+from collections import deque
 
 from django.conf import settings
 from django.db.backends.postgresql.base import DatabaseWrapper
@@ -207,6 +210,7 @@ def start_refresher(interval: float = REFRESH_SECONDS) -> None:
         while not _stop.wait(interval):
             try:
                 refresh()
+                sample_pool_history(HISTORY_EVERY_S)
                 failed = False
             except Exception:  # never let metrics take a worker down; log once per failure streak
                 if not failed:
@@ -220,14 +224,74 @@ def multiprocess_enabled() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
+def registry() -> CollectorRegistry:
+    """What /metrics renders: every worker's samples merged in multiprocess mode, else this process's."""
+    if multiprocess_enabled():
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return merged
+    return REGISTRY
+
+
 def render() -> tuple[bytes, str]:
     refresh()
+    return generate_latest(registry()), CONTENT_TYPE_LATEST
+
+
+# -- pool usage over the last minutes (charted by the admin's Databases page) ---------------------
+HISTORY_EVERY_S = 5.0
+HISTORY_SPAN_S = 600.0
+_POOL_GAUGES = {
+    "platform_db_pool_size": "size",
+    "platform_db_pool_available": "available",
+    "platform_db_pool_waiting": "waiting",
+    "platform_db_pool_max_size": "max_size",
+}
+_history: deque[tuple[float, dict[str, dict[str, float]]]] = deque(maxlen=int(HISTORY_SPAN_S / HISTORY_EVERY_S) * 2)
+_history_lock = threading.Lock()
+
+
+@after_fork
+def _forget_parent_history() -> None:
+    global _history_lock
+    _history_lock = threading.Lock()
+    _history.clear()
+
+
+def pool_gauges() -> dict[str, dict[str, float]]:
+    """{alias: {size, available, waiting, max_size}} as /metrics has them: summed over live workers
+    in multiprocess mode (read from their gauge files alone, a few small files), else this process's."""
     if multiprocess_enabled():
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        files = glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "gauge_livesum_*.db"))
+        families = multiprocess.MultiProcessCollector.merge(files)
     else:
-        registry = REGISTRY
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+        families = [f for g in (POOL_SIZE, POOL_AVAILABLE, POOL_WAITING, POOL_MAX) for f in g.collect()]
+    out: dict[str, dict[str, float]] = {}
+    for family in families:
+        for sample in family.samples:
+            key = _POOL_GAUGES.get(sample.name)
+            if key is not None:
+                out.setdefault(sample.labels["alias"], dict.fromkeys(_POOL_GAUGES.values(), 0.0))[key] = sample.value
+    return out
+
+
+def sample_pool_history(min_gap: float = 1.0) -> None:
+    """Keep one more sample of pool_gauges(), unless the last is younger than `min_gap` seconds.
+    Every worker samples the same merged figures, so any worker's history tells the same story."""
+    now = time.time()
+    with _history_lock:
+        if _history and now - _history[-1][0] < min_gap:
+            return
+        gauges = pool_gauges()
+        _history.append((now, gauges))
+        while _history and _history[0][0] < now - HISTORY_SPAN_S:
+            _history.popleft()
+
+
+def pool_history() -> list[tuple[float, dict[str, dict[str, float]]]]:
+    """[(unix time, pool_gauges())] over the last HISTORY_SPAN_S seconds, oldest first."""
+    with _history_lock:
+        return list(_history)
 
 
 # -- per-request recording (kept cheap: the API is benchmarked) -------------

@@ -5,16 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from config.multidb.lifecycle import outbox_reader
 from config.multidb.ops import budget
+from config.multidb.ops.activity import ACTIVITY_SQL, summarize
 from config.multidb.ops.probe import probe_all
-
-# Client sessions of the whole server (our own excluded), by database, label and state.
-ACTIVITY_SQL = """
-SELECT datname, coalesce(application_name, ''), coalesce(state, 'unknown'), count(*),
-       max(extract(epoch FROM now() - state_change)) FILTER (WHERE state LIKE 'idle in transaction%')
-FROM pg_stat_activity
-WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-"""
 
 
 def outbox_status() -> dict | None:
@@ -85,15 +77,11 @@ class Command(BaseCommand):
                 }
             )
         for (server, name), aliases in databases.items():
-            rows = [r for r in rows_by_server[server] if r[0] == name]
-            ages = [r[4] for r in rows if r[4] is not None]
             entry = {
                 "server": server,
                 "database": name,
                 "aliases": aliases,
-                "connections": sum(r[3] for r in rows),
-                "by": [{"application_name": r[1], "state": r[2], "count": r[3]} for r in rows],
-                "oldest_idle_in_transaction_s": round(float(max(ages)), 3) if ages else None,
+                **summarize(rows_by_server[server], name),
                 "budget": sum(planned[a] for a in aliases),
             }
             if outbox is not None:
