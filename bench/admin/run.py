@@ -72,6 +72,7 @@ SET_TITLES = {"small": "10k rows", "big": "full size"}
 TARGET_MS = 300.0  # at full size, strictly under
 MAX_GROWTH = 2.0  # full-size time / 10k time, at most
 REQUEST_ID_PREFIX = "bench-admin-"
+NO_ANSWER = 0  # the status of a request that got no answer (connection closed, worker killed, timeout)
 
 
 def env_float(name: str, default: float) -> float:
@@ -111,16 +112,20 @@ def judge(small: dict | None, big: dict | None, target_ms: float = TARGET_MS, ma
     if big is None:
         misses.append("not measured at full size (no such page there)")
     elif big["status"] != 200:
-        misses.append(f"answered {big['status']} at full size")
+        misses.append(f"{answered(big['status'])} at full size")
     elif big["ms"] >= target_ms:
         misses.append(f"{big['ms']:.0f} ms at full size (target: under {target_ms:.0f} ms)")
     if small is None:
         misses.append("not measured at 10k rows (nothing to compare with)")
     elif small["status"] != 200:
-        misses.append(f"answered {small['status']} at 10k rows")
+        misses.append(f"{answered(small['status'])} at 10k rows")
     if growth is not None and growth > max_growth:
         misses.append(f"x{growth:.1f} its 10k time of {small['ms']:.1f} ms (target: at most x{max_growth:g})")
     return {"ok": not misses, "growth": growth, "misses": misses}
+
+
+def answered(status: int) -> str:
+    return "got no answer" if status == NO_ANSWER else f"answered {status}"
 
 
 def summary_of(samples: list[dict]) -> dict:
@@ -318,10 +323,11 @@ class AdminClient:
                 self.conn.request(method, path, body=body, headers=sent)
                 resp = self.conn.getresponse()
                 data = resp.read()
-            except (http.client.RemoteDisconnected, http.client.CannotSendRequest, ConnectionError):
+            except (http.client.HTTPException, OSError):
+                # A keep-alive connection the server closed, or a worker killed mid-request (WEB_TIMEOUT).
                 self.close()
                 if attempt == 2:
-                    raise
+                    return Answer(NO_ANSWER, "", (time.perf_counter() - started) * 1000, request_id, None)
                 continue
             wall_ms = (time.perf_counter() - started) * 1000
             break
@@ -419,6 +425,9 @@ def load(server: Server, url: str) -> dict:
 def measure(row: dict, servers: dict[str, Server]) -> None:
     """One warm-up load per set, then LOADS loads per set, alternating which set goes first."""
     kinds = [k for k in SETS if k in row["urls"]]
+    for kind in kinds:
+        if not servers[kind].proc.alive():
+            raise RuntimeError(f"the {kind} set's gunicorn exited:\n{servers[kind].proc.tail()}")
     samples: dict[str, list[dict]] = {k: [] for k in kinds}
     warm = {k: load(servers[k], row["urls"][k]) for k in kinds}
     for r in range(LOADS):

@@ -165,6 +165,7 @@ def test_targets_under_300_ms_at_full_size_and_at_most_twice_the_10k_time(small_
 def test_a_page_that_fails_or_cannot_be_compared_misses():
     assert judge(*small_big(20.0, 25.0, big_status=500))["misses"] == ["answered 500 at full size"]
     assert judge(*small_big(20.0, 25.0, small_status=302))["misses"] == ["answered 302 at 10k rows"]
+    assert judge(*small_big(20.0, 25.0, big_status=0))["misses"] == ["got no answer at full size"]
     assert not judge(*small_big(None, 25.0))["ok"]
     assert not judge(*small_big(20.0, None))["ok"]
 
