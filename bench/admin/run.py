@@ -197,8 +197,28 @@ def comment_of(url: str) -> str | None:
     return row[0] if row else None
 
 
-def reusable(urls: dict[str, str], mark: str) -> bool:
-    return all(comment_of(url) == f"bench-admin {mark}" for url in urls.values())
+COMMENT_PREFIX = "bench-admin "
+
+
+def reusable(urls: dict[str, str], mark: str) -> dict | None:
+    """How the set was filled (from its databases' comments) when all of them carry `mark`, else None."""
+    filled = None
+    for url in urls.values():
+        comment = comment_of(url) or ""
+        if not comment.startswith(COMMENT_PREFIX):
+            return None
+        body = comment[len(COMMENT_PREFIX) :]
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return None
+        if isinstance(parsed, dict) and parsed.get("mark") == mark:
+            filled = parsed.get("filled", {})
+        elif body == mark:  # written by the first version: the mark alone
+            filled = filled or {}
+        else:
+            return None
+    return filled
 
 
 def drop_databases(urls: dict[str, str]) -> None:
@@ -257,9 +277,10 @@ def prepare_set(kind: str, urls: dict[str, str], env: dict[str, str]) -> dict:
     sizes = fill.sizes(kind, SCALE)
     mark = fingerprint(sizes)
     info: dict = {"databases": {p: dbname(u) for p, u in urls.items()}, "sizes": sizes}
-    if REUSE and reusable(urls, mark):
+    earlier = reusable(urls, mark) if REUSE else None
+    if earlier is not None:
         say(f"{kind}: reusing the filled databases {', '.join(info['databases'].values())}")
-        info["reused"] = True
+        info.update(reused=True, earlier_fill=earlier)
     else:
         say(f"{kind}: fresh databases {', '.join(info['databases'].values())}, migrate_all")
         create_databases(urls)
@@ -269,12 +290,12 @@ def prepare_set(kind: str, urls: dict[str, str], env: dict[str, str]) -> dict:
         say(f"{kind}: filling {', '.join(f'{k} {v:,}' for k, v in sizes.items())}")
         info.update(fill_set(kind, urls, sizes), reused=False)
         say(f"{kind}: filled in {info['fill_s']:.0f}s ({info['steps_s']})")
-        for url in urls.values():
+        filled = {k: info[k] for k in ("migrate_s", "fill_s", "steps_s", "data_until")}
+        comment = COMMENT_PREFIX + json.dumps({"mark": mark, "filled": filled})
+        for url in urls.values():  # last: a set interrupted before this is never reused
             with bench.server_conn(url) as conn:
                 conn.execute(
-                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                        sql.Identifier(dbname(url)), sql.Literal(f"bench-admin {mark}")
-                    )
+                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(dbname(url)), sql.Literal(comment))
                 )
     info["disk_bytes"] = {}
     for prefix, url in urls.items():
@@ -520,13 +541,23 @@ def markdown(result: dict, chart_name: str | None) -> str:
         s = sets[kind]
         n = s["sizes"]
         rows_text = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in n.items())
-        filled = "reused" if s.get("reused") else f"{s['fill_s']:.0f} s (+ migrate {s.get('migrate_s', 0):.0f} s)"
+        fill_info = s.get("earlier_fill") or {} if s.get("reused") else s
+        filled = (
+            f"{fill_info['fill_s']:.0f} s (+ migrate {fill_info.get('migrate_s', 0):.0f} s)"
+            if "fill_s" in fill_info
+            else "?"
+        ) + (" in an earlier run (reused)" if s.get("reused") else "")
         lines.append(f"| {SET_TITLES[kind]} | {rows_text} | {filled} | {gib(s['disk_total_bytes'])} |")
     lines += [
         "",
         f"**{len(rows) - len(missed)} of {len(rows)} pages meet the targets; {len(missed)} miss.** "
         f"Full-size set: {gib(big['disk_total_bytes'])} on disk"
-        + (f", filled in {big['fill_s'] / 60:.1f} min" if not big.get("reused") else "")
+        + (f", filled in {big['fill_s'] / 60:.1f} min" if "fill_s" in big else "")
+        + (
+            f", filled in {big['earlier_fill']['fill_s'] / 60:.1f} min in an earlier run"
+            if "fill_s" in (big.get("earlier_fill") or {})
+            else ""
+        )
         + f"; 10k set {gib(small['disk_total_bytes'])}. Peak RSS of a gunicorn worker: "
         + ", ".join(f"{SET_TITLES[k]} {result['peak_rss_mb'].get(k)} MB" for k in SETS)
         + ".",

@@ -186,3 +186,33 @@ def test_pages_of_both_sets_are_matched_by_key():
     rows = merge({"small": small, "big": big})
     assert [r["key"] for r in rows] == ["a | changelist", "a | deep page"]
     assert rows[0]["urls"] == {"big": "/a/", "small": "/a/"} and rows[1]["urls"] == {"big": "/a/?p=9"}
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_a_set_is_reused_only_when_each_of_its_databases_carries_the_same_mark():
+    import json
+
+    import psycopg
+    from psycopg import sql
+
+    from bench.admin import run
+
+    urls = test_database_urls()
+    mark = run.fingerprint(fill.sizes("small"))
+
+    def comment(url: str, text: str | None) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            name = sql.Identifier(run.dbname(url))
+            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(name, sql.Literal(text)))
+
+    try:
+        assert run.reusable(urls, mark) is None
+        for url in urls.values():
+            comment(url, run.COMMENT_PREFIX + json.dumps({"mark": mark, "filled": {"fill_s": 12.5}}))
+        assert run.reusable(urls, mark) == {"fill_s": 12.5}
+        assert run.reusable(urls, run.fingerprint(fill.sizes("big"))) is None  # other sizes: refilled
+        comment(urls["BLOG"], None)  # one database never finished: the whole set is refilled
+        assert run.reusable(urls, mark) is None
+    finally:
+        for url in urls.values():
+            comment(url, None)
