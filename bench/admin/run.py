@@ -247,7 +247,7 @@ def fill_set(kind: str, urls: dict[str, str], sizes: dict[str, int]) -> dict:
         _fillers.append(filler)
         try:
             fn(filler, sizes)
-            return filler.steps
+            return {f"{prefix.lower()}.{step}": seconds for step, seconds in filler.steps.items()}
         finally:
             filler.close()
 
