@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .PHONY: run test lint format serve db portcheck migrate seed sysdeps-test sysdeps-bench \
-	bench bench-faults bench-import dbdown clean
+	bench bench-faults bench-import bench-admin dbdown clean
 
 # One stamp per requirements file: a production-like `make run` installs only the runtime.
 $(VENV)/.runtime: requirements.txt
@@ -67,6 +67,10 @@ bench-faults: $(VENV)/.bench sysdeps-bench
 # import_products against psql's \copy, and web latency while it runs (not part of `make test`).
 bench-import: $(VENV)/.bench sysdeps-bench db
 	$(PY) bench/import/run.py
+
+# Every admin page at 10k rows and at full size (issue 17's targets); docs/admin-scale.md (not part of `make test`).
+bench-admin: $(VENV)/.bench db
+	$(PY) bench/admin/run.py
 
 dbdown: $(VENV)/.runtime
 	$(PY) scripts/devdb.py down
