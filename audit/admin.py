@@ -21,6 +21,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from audit.models import AuditEvent
+from config.adminkit.scale import ScaleAdminMixin
 
 
 def audit_history_url(obj) -> str:
@@ -84,7 +85,7 @@ class ModelFilter(FixedChoicesFilter):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AuditEventAdmin(ScaleAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("occurred_at", "action", "model", "object_pk", "actor", "database")
     list_filter = (DatabaseFilter, ModelFilter, "action", ("occurred_at", admin.DateFieldListFilter))
     search_fields = ("object_pk__exact", "actor__exact")
@@ -104,8 +105,7 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "changes_pretty",
     )
     readonly_fields = fields
-    show_full_result_count = False  # no count(*) over the whole trail on every page
-    list_per_page = 100
+    list_per_page = 100  # counts: estimated above 10,000 rows (ScaleAdminMixin), never a count(*) of the trail
 
     def get_search_results(self, request, queryset, search_term):
         """Events whose object_pk or actor is the term. Each column that holds it somewhere

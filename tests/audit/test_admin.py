@@ -112,7 +112,7 @@ def test_admin_post_with_tags_is_one_event(admin_client, admin_user):
         "title": "Hello",
         "body": "Text",
         "status": "draft",
-        "author_id": str(admin_user.pk),
+        "author": admin_user.username,
         "tags": [str(tag.pk)],
         "_save": "Save",
     }
