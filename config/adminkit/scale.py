@@ -7,7 +7,7 @@ the unfiltered total, and lets anyone open page 10,000 (`OFFSET 999,900`). Here:
   (`SELECT count(*) FROM (... LIMIT exact_below + 1)`) decides; above it the planner's
   estimate for the same query stands in (`EXPLAIN`, no scan), shown as "about N" with a
   link that counts exactly on request (`?exact_count=1`).
-- pages deeper than `max_pages` are refused (narrow the list with a filter or a search:
+- pages deeper than `max_pages` (100) are refused (narrow the list with a filter or a search:
   an `OFFSET` that deep reads every row before it);
 - `ScaleAdminMixin` puts these on a ModelAdmin, with no unfiltered total count.
 
@@ -50,7 +50,7 @@ def estimated_rows(queryset) -> int:
 
 class EstimatedCountPaginator(Paginator):
     exact_below = 10_000  # rows counted exactly (a bounded count reads at most this many)
-    max_pages = 200  # deeper pages are refused
+    max_pages = 100  # deeper pages are refused (OFFSET up to 99 pages: ~10 ms a page of 50 here)
 
     def __init__(self, *args, exact: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
