@@ -114,7 +114,8 @@ class AuditEventAdmin(ScaleAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        columns = [c for c in ("object_pk", "actor") if AuditEvent.objects.filter(**{c: term}).exists()]
+        events = AuditEvent.objects.using(queryset.db)
+        columns = [c for c in ("object_pk", "actor") if events.filter(**{c: term}).exists()]
         if not columns:
             return queryset.none(), False
         match = Q()
