@@ -279,7 +279,6 @@ def gather() -> dict:
             server_rows[t.server] = (rows, error)
 
     databases: dict[tuple[str, str], dict] = {}
-    alias_database: dict[str, dict] = {}
     for t in named:
         entry = databases.get((t.server, t.database))
         if entry is None:
@@ -296,7 +295,6 @@ def gather() -> dict:
             entry.setdefault("oldest_idle_in_transaction_s", None)
         entry["aliases"].append(t.alias)
         entry["budget"] += planned.get(t.alias, 0)
-        alias_database[t.alias] = entry
 
     servers = []
     for b in plans:
