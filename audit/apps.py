@@ -11,14 +11,14 @@ class AuditConfig(AppConfig):
         from audit import capture, relay
         from audit.context import acting_as
         from config.httpkit import auth
-        from config.multidb import lifecycle
+        from config.multidb import public
 
         capture.connect_signals()
-        lifecycle.on_job_exit(relay.flush_at_job_exit)
-        lifecycle.after_fork(relay.reset_after_fork)
+        public.on_job_exit(relay.flush_at_job_exit)
+        public.after_fork(relay.reset_after_fork)
         # The relay thread of every web worker delivers through the jobs pools.
-        lifecycle.register_job_connections("audit relay", in_web_workers=True)
-        lifecycle.set_outbox_reader(relay.outbox_status)
+        public.register_job_connections("audit relay", in_web_workers=True)
+        public.set_outbox_reader(relay.outbox_status)
         auth.add_request_context(acting_as)
         checks.register(check_outboxes, checks.Tags.models)
         post_migrate.connect(ensure_partitions, sender=self, dispatch_uid="audit-partitions-ensure")

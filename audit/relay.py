@@ -32,9 +32,7 @@ from psycopg_pool import PoolTimeout
 
 from audit.models import AuditEvent
 from audit.outbox import OutboxEntry
-from config.multidb.conf.aliases import alias_or_none
-from config.multidb.resilience.breaker import DatabaseUnavailable, breaker_for
-from config.multidb.router import connected_to, home_alias, pool_alias
+from config.multidb.public import DatabaseUnavailable, alias_or_none, breaker_for, connected_to, home_alias, pool_alias
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +303,7 @@ class Courier:
         # A command's events are delivered before it exits, when the shared database is up.
         if self._thread is not None and self._thread.is_alive() and (self._pending or self._busy):
             self.flush(EXIT_FLUSH_S)
-            from config.multidb.lifecycle import close_all_pools
+            from config.multidb.public import close_all_pools
 
             close_all_pools()
 

@@ -73,7 +73,7 @@ def audit_partitions_ensure(
     """
     from django.db import connections, transaction
 
-    from config.multidb.ops.appendonly import partitions_function
+    from config.multidb.public import partitions_function
 
     db, table = _shared()
     db = using or db
@@ -107,7 +107,7 @@ def audit_events_prune(
     """
     from django.db import DatabaseError, connections, transaction
 
-    from config.multidb.ops.appendonly import prune_function
+    from config.multidb.public import prune_function
 
     db, table = _shared()
     function = prune_function(table)

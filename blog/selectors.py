@@ -20,7 +20,7 @@ from django.db.models import OuterRef, Q, QuerySet
 
 from blog.models import Post, Tag
 from config.httpkit.permissions import may_view
-from config.multidb.resilience.breaker import DatabaseUnavailable
+from config.multidb.public import DatabaseUnavailable
 
 POST_FIELDS = ("id", "slug", "title", "body", "status", "published_at", "created_at", "updated_at", "author_id")
 CURSOR_MAX_LENGTH = 100

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from blog.models import SLUG_MAX_LENGTH, TAG_NAME_MAX_LENGTH, TITLE_MAX_LENGTH, Post, Tag
-from config.multidb.lifecycle import atomic_for
+from config.multidb.public import atomic_for
 
 SLUG_BASE_MAX_LENGTH = TITLE_MAX_LENGTH
 SLUG_FALLBACK = "post"  # a title without letters or digits ("!!!")

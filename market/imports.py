@@ -39,9 +39,7 @@ from django.utils import timezone
 
 from audit.capture import audit_relay_after_commit, outbox_model_for
 from audit.context import current_actor
-from config.multidb.backend.priority import lowered_backend_priority
-from config.multidb.conf.aliases import alias
-from config.multidb.resilience.connect import clean_error, connect_kwargs
+from config.multidb.public import alias, clean_error, connect_kwargs, lowered_backend_priority
 from market.models import MAX_PRICE_CENTS, MAX_STOCK, SKU_RE, Product
 
 COLUMNS = ("sku", "name", "price_cents", "stock")

@@ -29,7 +29,7 @@ from django.utils import timezone
 from audit.capture import audit_relay_after_commit, json_safe
 from audit.context import current_actor
 from config.httpkit.parsing import clean_int, clean_key, clean_text
-from config.multidb.lifecycle import atomic_for
+from config.multidb.public import atomic_for
 from market.errors import (
     AccountNotFound,
     IdempotencyKeyReused,

@@ -18,7 +18,7 @@ Not reversible.
 
 from django.db import migrations, models
 
-from config.multidb.ops.appendonly import AppendOnly, install, narrow_grants_sql, partitions_function
+from config.multidb.public import AppendOnly, install, narrow_grants_sql, partitions_function
 
 TABLE = "audit_auditevent"
 OLD = "audit_auditevent_unpartitioned"

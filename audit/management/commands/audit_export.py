@@ -10,7 +10,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
 from audit.selectors import events_since
-from config.multidb.jobs import JobCommand
+from config.multidb.public import JobCommand
 
 FIELDS = ("id", "occurred_at", "actor", "action", "model", "object_pk", "changes", "database")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.core.management.base import CommandError
 
 from audit.services import AuditPruneRefused, audit_events_prune, audit_partitions_ensure
-from config.multidb.jobs import JobCommand
+from config.multidb.public import JobCommand
 
 
 def _days(text: str) -> int:

@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from django.db import connections
 
 from audit import relay
-from config.multidb.jobs import JobCommand
+from config.multidb.public import JobCommand
 
 log = logging.getLogger("audit.relay")
 

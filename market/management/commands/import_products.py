@@ -14,7 +14,7 @@ import time
 
 from django.core.management.base import CommandError
 
-from config.multidb.jobs import JobCommand
+from config.multidb.public import JobCommand
 from market import imports
 
 PLAIN_EVERY_S = 1.0  # plain progress lines: at most one a second, plus the last one
