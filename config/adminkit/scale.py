@@ -74,6 +74,13 @@ class EstimatedCountPaginator(Paginator):
 
 
 class ScaleChangeList(ChangeList):
+    def get_ordering_field(self, field_name):
+        # `sortable_by` only hides the other columns' links; a crafted `?o=` would still sort a
+        # million rows by a column no index serves.
+        if self.sortable_by is not None and field_name not in self.sortable_by:
+            return None
+        return super().get_ordering_field(field_name)
+
     @property
     def exact_count_url(self) -> str:
         return self.get_query_string({EXACT_COUNT_PARAM: "1"})

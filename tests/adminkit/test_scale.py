@@ -11,7 +11,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from config.adminkit.scale import EstimatedCountPaginator, ScaleAdminMixin
-from market.models import Order
+from market.models import Order, Product
 
 pytestmark = pytest.mark.django_db(databases=["default", "market", "blog"])
 
@@ -150,3 +150,14 @@ def test_product_search_uses_the_trigram_index():
         plan = "\n".join(r[0] for r in cur.fetchall())
         cur.execute("RESET enable_seqscan")
     assert "market_product_name_trgm" in plan
+
+
+def test_a_crafted_sort_by_an_unindexed_column_is_ignored(client):
+    Product.objects.create(sku="B-1", name="a", price_cents=1, stock=1)
+    Product.objects.create(sku="A-1", name="b", price_cents=1, stock=1)
+    with CaptureQueriesContext(connections["market"]) as queries:
+        r = client.get("/admin/market/product/?o=2")  # list_display[2] is the name: not in sortable_by
+    assert r.status_code == 200
+    page = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"] and "market_product" in q["sql"]]
+    assert page and all('ORDER BY "market_product"."sku"' in sql and '"name" ASC' not in sql for sql in page)
+    assert r.content.decode().index("A-1") < r.content.decode().index("B-1")
