@@ -29,6 +29,9 @@ from empty databases and drops them at the end); BENCH_ADMIN_LOADS (5);
 BENCH_ADMIN_MAX_CHOICES (6 per filter); BENCH_ADMIN_WORKERS (1); BENCH_ADMIN_DB_PREFIX
 (bench_admin); BENCH_ADMIN_ONLY (a substring: measure only the pages whose key has it).
 Every process started here is stopped on exit, Ctrl-C included.
+
+`bench/admin/run.py --report bench/results/admin-<date>.json` writes the docs again from a
+saved run (the targets judged again), without measuring.
 """
 
 from __future__ import annotations
@@ -120,7 +123,11 @@ def judge(small: dict | None, big: dict | None, target_ms: float = TARGET_MS, ma
     elif small["status"] != 200:
         misses.append(f"{answered(small['status'])} at 10k rows")
     if growth is not None and growth > max_growth:
-        misses.append(f"x{growth:.1f} its 10k time of {small['ms']:.1f} ms (target: at most x{max_growth:g})")
+        text = f"x{growth:.1f} its 10k time of {small['ms']:.1f} ms (target: at most x{max_growth:g})"
+        if small.get("min_ms") and big.get("min_ms") and big["min_ms"] / small["min_ms"] <= max_growth:
+            # Still a miss (the rule is the medians'), but say when the fastest loads disagree.
+            text += f"; the fastest loads say x{big['min_ms'] / small['min_ms']:.1f}: noise?"
+        misses.append(text)
     return {"ok": not misses, "growth": growth, "misses": misses}
 
 
@@ -777,5 +784,20 @@ def main() -> int:
             say("kept the databases; an unfinished fill is refilled next time (no completion mark)")
 
 
+def report_only(path: Path) -> int:
+    """Rewrite docs/admin-scale.md and .png from a saved results file (the targets judged again)."""
+    result = json.loads(path.read_text())
+    for row in result["pages"]:
+        row.update(judge(row.get("small"), row.get("big")))
+    result["json"] = str(path.resolve().relative_to(ROOT))
+    has_chart = chart(result, CHART)
+    DOC.write_text(markdown(result, CHART.name if has_chart else None))
+    print("\n".join(table_lines(result["pages"])), flush=True)
+    say(f"wrote {DOC.relative_to(ROOT)}" + (f", {CHART.relative_to(ROOT)}" if has_chart else ""))
+    return 0 if all(row["ok"] for row in result["pages"]) else 1
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--report"] and len(sys.argv) == 3:
+        sys.exit(report_only(Path(sys.argv[2])))
     sys.exit(main())
