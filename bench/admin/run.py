@@ -273,6 +273,7 @@ def fill_set(kind: str, urls: dict[str, str], sizes: dict[str, int]) -> dict:
 
 
 def cancel_fills() -> None:
+    fill.STOPPING.set()
     for filler in list(_fillers):
         try:
             filler.conn.cancel_safe()
@@ -318,7 +319,7 @@ def recent_login_attempts(shared_url: str, sizes: dict[str, int]) -> None:
     filler = fill.Filler(shared_url, dt.datetime.now(dt.UTC), say, "attempts")
     try:
         fill.fill_axes_attempts(filler, sizes)
-        filler.conn.execute("ANALYZE axes_accessattempt")
+        filler.execute("ANALYZE axes_accessattempt")
     finally:
         filler.close()
 
@@ -670,6 +671,7 @@ def main() -> int:
     started = time.monotonic()
     procs = bench.Procs()
     urls = {kind: set_urls(kind) for kind in SETS}
+    servers: dict[str, Server] = {}
     finished = False
 
     def on_term(signum, frame):
@@ -707,7 +709,6 @@ def main() -> int:
             result["sets"][kind] = prepare_set(kind, urls[kind], envs[kind])
 
         password = secrets.token_urlsafe(24)  # this run's only; never printed
-        servers: dict[str, Server] = {}
         pages_by_set: dict[str, list[dict]] = {}
         for kind in SETS:
             benv = builder_env(envs[kind]) | {"BENCH_ADMIN_PASSWORD": password}
@@ -772,6 +773,8 @@ def main() -> int:
         return 1
     finally:
         cancel_fills()
+        for server in servers.values():
+            server.client.close()  # a keep-alive connection would hold gunicorn's graceful stop
         procs.stop_all()
         if not REUSE:
             for kind in SETS:
