@@ -22,6 +22,7 @@ DEFAULT partition.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable
 
@@ -124,6 +125,14 @@ def _created(i: str, n: str) -> str:
     return f"(%(end)s::timestamptz - {span} + (({i})::float8 / ({n})) * {span})"
 
 
+class Stopped(Exception):
+    pass
+
+
+# Set by the bench when it stops (Ctrl-C): the statement running is cancelled, no other starts.
+STOPPING = threading.Event()
+
+
 class Filler:
     """Runs the statements of one database, reporting each step's rows and seconds."""
 
@@ -135,18 +144,24 @@ class Filler:
         self.end, self.say, self.tag = end, say, tag
         self.steps: dict[str, float] = {}
 
+    def execute(self, statement, params=None):
+        """Every statement of the fill: none starts once the run is stopping (Ctrl-C)."""
+        if STOPPING.is_set():
+            raise Stopped("the fill was stopped")
+        return self.conn.execute(statement, params)
+
     def run(self, name: str, sql: str, n: int, *, table: str | None = None, **params) -> None:
         """`sql` over ids 1..n in chunks; with `table` and many rows, its indexes are built afterwards."""
         started = time.monotonic()
         deferred = self.drop_indexes(table) if table and n >= DEFER_INDEXES_FROM else []
         for lo, hi in _chunks(n):
-            self.conn.execute(sql, {"lo": lo, "hi": hi, "n": n, "end": self.end, **params})
+            self.execute(sql, {"lo": lo, "hi": hi, "n": n, "end": self.end, **params})
             if n > CHUNK:
                 self.say(f"{self.tag}: {name} {hi:,}/{n:,} ({time.monotonic() - started:.0f}s)")
         if deferred:
             indexing = time.monotonic()
             for statement in deferred:
-                self.conn.execute(statement)
+                self.execute(statement)
             self.say(f"{self.tag}: {name}: {len(deferred)} indexes built in {time.monotonic() - indexing:.0f}s")
         self.steps[name] = round(time.monotonic() - started, 1)
 
@@ -154,7 +169,7 @@ class Filler:
         """Drop the indexes of `table` (and the primary key and unique constraints no foreign key
         depends on); returns the statements that make them again, as the migrations declared them.
         Building an index once is several times faster than keeping it up to date row by row."""
-        rows = self.conn.execute(
+        rows = self.execute(
             """SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), c.conname,
                       pg_get_constraintdef(c.oid)
                FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
@@ -166,16 +181,16 @@ class Filler:
         again = []
         for index, definition, constraint, constraint_def in rows:
             if constraint:
-                self.conn.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT "{constraint}"')
+                self.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT "{constraint}"')
                 again.append(f'ALTER TABLE "{table}" ADD CONSTRAINT "{constraint}" {constraint_def}')
             else:
-                self.conn.execute(f"DROP INDEX {index}")
+                self.execute(f"DROP INDEX {index}")
                 # A partitioned table's index is defined ON ONLY the parent; made again on every partition.
                 again.append(definition.replace(" ON ONLY ", " ON ", 1))
         return again
 
     def reset_sequence(self, table: str) -> None:
-        self.conn.execute(
+        self.execute(
             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT coalesce(max(id), 0) + 1 FROM {table}), "
             "false)"
         )
@@ -183,7 +198,7 @@ class Filler:
     def vacuum(self, tables: list[str]) -> None:
         started = time.monotonic()
         for table in tables:
-            self.conn.execute(f"VACUUM (ANALYZE) {table}")
+            self.execute(f"VACUUM (ANALYZE) {table}")
         self.steps["vacuum_analyze"] = round(time.monotonic() - started, 1)
 
     def close(self) -> None:
@@ -206,7 +221,7 @@ def fill_shared(f: Filler, n: dict[str, int]) -> None:
         u,
     )
     f.reset_sequence("auth_user")
-    f.conn.execute(
+    f.execute(
         "INSERT INTO auth_group (name) SELECT unnest(%s::text[]) ON CONFLICT (name) DO NOTHING",
         (GROUPS[: n["groups"]],),
     )
@@ -309,8 +324,8 @@ def fill_axes_attempts(f: Filler, n: dict[str, int]) -> None:
     """The attempts axes still counts: all in the ten minutes before the fill's end. Older ones would
     not stay: every login deletes the attempts older than AXES_COOLOFF_TIME. Run again (after the
     bench's own login) to put them back."""
-    f.conn.execute("DELETE FROM axes_accessattemptexpiration")
-    f.conn.execute("DELETE FROM axes_accessattempt")
+    f.execute("DELETE FROM axes_accessattemptexpiration")
+    f.execute("DELETE FROM axes_accessattempt")
     ip = f"('10.' || {h('i', 92, 4)} || '.' || {h('i', 93, 256)} || '.' || {h('i', 94, 254)} + 1)::inet"
     f.run(
         "axes_attempts",
@@ -335,7 +350,7 @@ def _coprime_step(n: int) -> int:
 
 def ensure_monthly_partitions(f: Filler, table: str) -> list[str]:
     """When `table` is partitioned by range, a partition per month of the span (those missing)."""
-    partitioned = f.conn.execute(
+    partitioned = f.execute(
         "SELECT partstrat FROM pg_partitioned_table WHERE partrelid = to_regclass(%s)", (table,)
     ).fetchone()
     if not partitioned or partitioned[0] != "r":
@@ -346,7 +361,7 @@ def ensure_monthly_partitions(f: Filler, table: str) -> list[str]:
         following = (month + dt.timedelta(days=32)).replace(day=1)
         name = f"{table}_y{month:%Y}m{month:%m}"
         try:
-            f.conn.execute(
+            f.execute(
                 sql.SQL("CREATE TABLE {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})").format(
                     sql.Identifier(name), sql.Identifier(table), sql.Literal(month), sql.Literal(following)
                 )

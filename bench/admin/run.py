@@ -29,6 +29,9 @@ from empty databases and drops them at the end); BENCH_ADMIN_LOADS (5);
 BENCH_ADMIN_MAX_CHOICES (6 per filter); BENCH_ADMIN_WORKERS (1); BENCH_ADMIN_DB_PREFIX
 (bench_admin); BENCH_ADMIN_ONLY (a substring: measure only the pages whose key has it).
 Every process started here is stopped on exit, Ctrl-C included.
+
+`bench/admin/run.py --report bench/results/admin-<date>.json` writes the docs again from a
+saved run (the targets judged again), without measuring.
 """
 
 from __future__ import annotations
@@ -120,7 +123,11 @@ def judge(small: dict | None, big: dict | None, target_ms: float = TARGET_MS, ma
     elif small["status"] != 200:
         misses.append(f"{answered(small['status'])} at 10k rows")
     if growth is not None and growth > max_growth:
-        misses.append(f"x{growth:.1f} its 10k time of {small['ms']:.1f} ms (target: at most x{max_growth:g})")
+        text = f"x{growth:.1f} its 10k time of {small['ms']:.1f} ms (target: at most x{max_growth:g})"
+        if small.get("min_ms") and big.get("min_ms") and big["min_ms"] / small["min_ms"] <= max_growth:
+            # Still a miss (the rule is the medians'), but say when the fastest loads disagree.
+            text += f"; the fastest loads say x{big['min_ms'] / small['min_ms']:.1f}: noise?"
+        misses.append(text)
     return {"ok": not misses, "growth": growth, "misses": misses}
 
 
@@ -266,6 +273,7 @@ def fill_set(kind: str, urls: dict[str, str], sizes: dict[str, int]) -> dict:
 
 
 def cancel_fills() -> None:
+    fill.STOPPING.set()
     for filler in list(_fillers):
         try:
             filler.conn.cancel_safe()
@@ -311,7 +319,7 @@ def recent_login_attempts(shared_url: str, sizes: dict[str, int]) -> None:
     filler = fill.Filler(shared_url, dt.datetime.now(dt.UTC), say, "attempts")
     try:
         fill.fill_axes_attempts(filler, sizes)
-        filler.conn.execute("ANALYZE axes_accessattempt")
+        filler.execute("ANALYZE axes_accessattempt")
     finally:
         filler.close()
 
@@ -663,6 +671,7 @@ def main() -> int:
     started = time.monotonic()
     procs = bench.Procs()
     urls = {kind: set_urls(kind) for kind in SETS}
+    servers: dict[str, Server] = {}
     finished = False
 
     def on_term(signum, frame):
@@ -700,7 +709,6 @@ def main() -> int:
             result["sets"][kind] = prepare_set(kind, urls[kind], envs[kind])
 
         password = secrets.token_urlsafe(24)  # this run's only; never printed
-        servers: dict[str, Server] = {}
         pages_by_set: dict[str, list[dict]] = {}
         for kind in SETS:
             benv = builder_env(envs[kind]) | {"BENCH_ADMIN_PASSWORD": password}
@@ -765,6 +773,8 @@ def main() -> int:
         return 1
     finally:
         cancel_fills()
+        for server in servers.values():
+            server.client.close()  # a keep-alive connection would hold gunicorn's graceful stop
         procs.stop_all()
         if not REUSE:
             for kind in SETS:
@@ -777,5 +787,20 @@ def main() -> int:
             say("kept the databases; an unfinished fill is refilled next time (no completion mark)")
 
 
+def report_only(path: Path) -> int:
+    """Rewrite docs/admin-scale.md and .png from a saved results file (the targets judged again)."""
+    result = json.loads(path.read_text())
+    for row in result["pages"]:
+        row.update(judge(row.get("small"), row.get("big")))
+    result["json"] = str(path.resolve().relative_to(ROOT))
+    has_chart = chart(result, CHART)
+    DOC.write_text(markdown(result, CHART.name if has_chart else None))
+    print("\n".join(table_lines(result["pages"])), flush=True)
+    say(f"wrote {DOC.relative_to(ROOT)}" + (f", {CHART.relative_to(ROOT)}" if has_chart else ""))
+    return 0 if all(row["ok"] for row in result["pages"]) else 1
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--report"] and len(sys.argv) == 3:
+        sys.exit(report_only(Path(sys.argv[2])))
     sys.exit(main())

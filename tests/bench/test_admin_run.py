@@ -162,6 +162,14 @@ def test_targets_under_300_ms_at_full_size_and_at_most_twice_the_10k_time(small_
     assert len(verdict["misses"]) == (0 if ok else 1 + (big_ms >= 300 and big_ms / small_ms > 2))
 
 
+def test_a_growth_the_fastest_loads_do_not_show_is_still_a_miss_marked_as_possible_noise():
+    small = {"status": 200, "ms": 94.5, "min_ms": 60.0}
+    verdict = judge(small, {"status": 200, "ms": 208.2, "min_ms": 66.0})
+    assert not verdict["ok"] and verdict["misses"][0].endswith("the fastest loads say x1.1: noise?")
+    verdict = judge(small, {"status": 200, "ms": 208.2, "min_ms": 150.0})
+    assert "noise" not in verdict["misses"][0]
+
+
 def test_a_page_that_fails_or_cannot_be_compared_misses():
     assert judge(*small_big(20.0, 25.0, big_status=500))["misses"] == ["answered 500 at full size"]
     assert judge(*small_big(20.0, 25.0, small_status=302))["misses"] == ["answered 302 at 10k rows"]
