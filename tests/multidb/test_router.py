@@ -73,8 +73,12 @@ def fresh_databases():
 
 
 def tables_of(server, dbname):
+    """The database's tables, a partitioned table counted once (its monthly partitions are its own)."""
     with psycopg.connect(dbname=dbname, **server) as conn:
-        rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
+        )
         return {r[0] for r in rows}
 
 
