@@ -72,7 +72,9 @@ class ProductAdmin(ScaleAdminMixin, AuditHistoryAdminMixin, admin.ModelAdmin):
     form = ProductForm
     price = money_column("price_cents", "price")
     list_display = ["sku", "name", "price", "stock", "updated"]
-    search_fields = ["sku", "name"]  # trigram GIN indexes on both (migration 0003)
+    # A sku is searched by its start (a btree on UPPER(sku), migration 0004: every sku shares the
+    # trigrams of "SKU-000..."), a name by any part (a trigram GIN index, migration 0003).
+    search_fields = ["^sku", "name"]
     list_filter = [InStockFilter]  # out of stock: a partial index
     ordering = ["sku"]
     sortable_by = ["sku"]  # the one indexed order: any other sorts a million rows

@@ -152,6 +152,21 @@ def test_product_search_uses_the_trigram_index():
     assert "market_product_name_trgm" in plan
 
 
+def test_a_sku_is_searched_by_its_start_through_the_prefix_index(client):
+    _products(200)
+    page = client.get("/admin/market/product/?q=sc-000012").content.decode()
+    assert "SC-0000120" in page and "SC-0000129" in page and "SC-0000130" not in page
+    # A sku's middle is not searched (a name's is): no index serves a substring of codes that
+    # all share their trigrams.
+    assert "SC-0000012<" not in client.get("/admin/market/product/?q=0000012").content.decode()
+    with connections["market"].cursor() as cur:
+        cur.execute("SET enable_seqscan = off")
+        cur.execute("EXPLAIN SELECT id FROM market_product WHERE UPPER(sku::text) LIKE UPPER(%s)", ["sc-00001%"])
+        plan = "\n".join(r[0] for r in cur.fetchall())
+        cur.execute("RESET enable_seqscan")
+    assert "market_product_sku_upper_prefix" in plan
+
+
 def test_a_crafted_sort_by_an_unindexed_column_is_ignored(client):
     Product.objects.create(sku="B-1", name="a", price_cents=1, stock=1)
     Product.objects.create(sku="A-1", name="b", price_cents=1, stock=1)

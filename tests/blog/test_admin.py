@@ -118,8 +118,15 @@ def test_changelist_filters_and_search(admin_client, author):
     make_post(author, title="Tagged one", tags=["django"])
     make_post(author, title="Plain draft", status="draft")
     tag = Tag.objects.get(slug="django")
-    page = admin_client.get("/admin/blog/post/", {"tags__id__exact": tag.pk}).content.decode()
+    with CaptureQueriesContext(connections["blog"]) as blog:
+        page = admin_client.get("/admin/blog/post/", {"tags": tag.pk}).content.decode()
     assert "Tagged one" in page and "Plain draft" not in page
+    listed = [q["sql"] for q in blog.captured_queries if '"blog_post"."title"' in q["sql"]]
+    # The link table's index decides (a semi-join), not an EXISTS over a join of every link.
+    assert listed and all(' IN (SELECT U0."post_id"' in sql and "EXISTS" not in sql for sql in listed), listed
+    page = admin_client.get("/admin/blog/post/", {"tags": "none"}).content.decode()
+    assert "Plain draft" in page and "Tagged one" not in page
+    assert admin_client.get("/admin/blog/post/", {"tags": "x"}).status_code == 302  # ?e=1: not an id
     page = admin_client.get("/admin/blog/post/", {"status__exact": "draft"}).content.decode()
     assert "Plain draft" in page and "Tagged one" not in page
     page = admin_client.get("/admin/blog/post/", {"q": "plain"}).content.decode()
@@ -141,6 +148,18 @@ def test_delete_selected(admin_client, author):
     )
     assert response.status_code == 302
     assert not Post.objects.exists()
+
+
+def test_a_tags_delete_page_counts_its_links_instead_of_listing_each(admin_client, author):
+    for i in range(30):
+        make_post(author, title=f"Linked {i}", tags=["busy"])
+    tag = Tag.objects.get(slug="busy")
+    page = admin_client.get(f"/admin/blog/tag/{tag.pk}/delete/").content.decode()
+    assert "Post-tag relationships: 30" in page
+    assert "Post_tags object" not in page  # not one line per link
+    response = admin_client.post(f"/admin/blog/tag/{tag.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Tag.objects.filter(pk=tag.pk).exists() and Post.objects.count() == 30
 
 
 def test_tag_admin_adds_a_tag(admin_client):
