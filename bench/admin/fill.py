@@ -171,7 +171,10 @@ class Filler:
         Building an index once is several times faster than keeping it up to date row by row."""
         rows = self.execute(
             """SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), c.conname,
-                      pg_get_constraintdef(c.oid)
+                      pg_get_constraintdef(c.oid),
+                      (SELECT array_agg(format('ALTER INDEX %%s ALTER COLUMN %%s SET STATISTICS %%s',
+                                               i.indexrelid::regclass, a.attnum, a.attstattarget))
+                       FROM pg_attribute a WHERE a.attrelid = i.indexrelid AND a.attstattarget > 0)
                FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
                WHERE i.indrelid = %s::regclass
                  AND (c.oid IS NULL OR (c.contype IN ('p', 'u') AND NOT EXISTS (
@@ -179,7 +182,7 @@ class Filler:
             (table,),
         ).fetchall()
         again = []
-        for index, definition, constraint, constraint_def in rows:
+        for index, definition, constraint, constraint_def, statistics in rows:
             if constraint:
                 self.execute(f'ALTER TABLE "{table}" DROP CONSTRAINT "{constraint}"')
                 again.append(f'ALTER TABLE "{table}" ADD CONSTRAINT "{constraint}" {constraint_def}')
@@ -187,6 +190,7 @@ class Filler:
                 self.execute(f"DROP INDEX {index}")
                 # A partitioned table's index is defined ON ONLY the parent; made again on every partition.
                 again.append(definition.replace(" ON ONLY ", " ON ", 1))
+                again.extend(statistics or ())  # the migrations' statistics targets (market 0004)
         return again
 
     def reset_sequence(self, table: str) -> None:
