@@ -6,7 +6,8 @@ the unfiltered total, and lets anyone open page 10,000 (`OFFSET 999,900`). Here:
 - `EstimatedCountPaginator` counts exactly only while that is cheap: a bounded count
   (`SELECT count(*) FROM (... LIMIT exact_below + 1)`) decides; above it the planner's
   estimate for the same query stands in (`EXPLAIN`, no scan), shown as "about N" with a
-  link that counts exactly on request (`?exact_count=1`).
+  link that counts exactly on request (`?exact_count=1`). When the estimate alone is ten
+  times the bound, the bounded count is skipped.
 - pages deeper than `max_pages` (100) are refused (narrow the list with a filter or a search:
   an `OFFSET` that deep reads every row before it);
 - `ScaleAdminMixin` puts these on a ModelAdmin, with no unfiltered total count.
@@ -28,6 +29,7 @@ from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import NestedObjects, quote
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Paginator
 from django.db import connections, router
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -46,7 +48,10 @@ EXACT_COUNT_PARAM = "exact_count"
 def estimated_rows(queryset) -> int:
     """The planner's row estimate for `queryset` (EXPLAIN: nothing is read)."""
     compiler = queryset.query.get_compiler(using=queryset.db)
-    sql, params = compiler.as_sql()
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:  # queryset.none(), a search nothing can match: no query at all
+        return 0
     with connections[queryset.db].cursor() as cursor:
         cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
         plan = cursor.fetchone()[0]
@@ -57,6 +62,7 @@ def estimated_rows(queryset) -> int:
 
 class EstimatedCountPaginator(Paginator):
     exact_below = 10_000  # rows counted exactly (a bounded count reads at most this many)
+    trust_estimate_factor = 10  # an estimate above 10x exact_below is shown without counting
     max_pages = 100  # deeper pages are refused (OFFSET up to 99 pages: ~10 ms a page of 50 here)
 
     def __init__(self, *args, exact: bool = False, **kwargs):
@@ -69,11 +75,18 @@ class EstimatedCountPaginator(Paginator):
         queryset = self.object_list
         if self.exact:
             return queryset.count()
-        bounded = queryset.order_by()[: self.exact_below + 1].count()
+        unordered = queryset.order_by()
+        estimate = estimated_rows(unordered)
+        if estimate > self.exact_below * self.trust_estimate_factor:
+            # Far past the bound: counting to it would read more rows than the page itself (a
+            # common word in a million titles: 80,000 rows read to find 10,001).
+            self.estimated = True
+            return estimate
+        bounded = unordered[: self.exact_below + 1].count()
         if bounded <= self.exact_below:
             return bounded
         self.estimated = True
-        return max(estimated_rows(queryset.order_by()), self.exact_below + 1)
+        return max(estimate, self.exact_below + 1)
 
     @cached_property
     def num_pages(self) -> int:
