@@ -4,7 +4,7 @@ from django.http import HttpRequest
 from ninja import Router
 from pydantic import BaseModel, Field
 
-from config.httpkit.api import errors, token_optional, viewer
+from config.httpkit.api import answer, errors, token_optional, viewer
 from config.httpkit.errors import ApiError
 from config.httpkit.schemas import Data
 from config.users.selectors import user_get_public
@@ -29,4 +29,4 @@ def user_detail(request: HttpRequest, user_id: int):
     row = user_get_public(user_id=user_id, viewer=viewer(request))
     if row is None:
         raise ApiError(404, "user_not_found", f"no user with id {user_id}")
-    return {"data": row}
+    return answer({"data": row})  # hot: the schema's shape already (users.selectors)
