@@ -182,7 +182,8 @@ class _Pending:
     `response` parameter) before the answer exists. ninja makes an HttpResponse for it on every
     request (about 40k instructions) and throws it away when the view answers itself
     (`answer(...)`); this holds the same until `Api.create_response` makes the one answer.
-    (An operation whose response schema is None would return this as is: the API has none.)"""
+    (An operation whose response schema is None, or a streaming one, would need a real
+    HttpResponse here: the API has neither.)"""
 
     __slots__ = ("status_code", "headers")
 
