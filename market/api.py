@@ -5,9 +5,9 @@ config.httpkit.api answers it in the contract's shape.
 """
 
 from django.http import HttpRequest
-from ninja import Header, Query, Router, Schema, Status
+from ninja import Query, Router, Schema, Status
 
-from config.httpkit.api import answer, errors, requires, token
+from config.httpkit.api import Header, answer, errors, requires, token
 from config.httpkit.schemas import Data, Page, QueryInt, QueryKey
 from market import selectors, services
 from market.models import SKU_MAX_LENGTH, SKU_RE

@@ -22,6 +22,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from ninja import NinjaAPI, Router
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.params import models as params
 from ninja.parser import Parser
 from ninja.security import APIKeyHeader
 
@@ -75,6 +76,29 @@ class TokenAuth(APIKeyHeader):
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:  # pragma: no cover - __call__ does it
         raise NotImplementedError
+
+
+class _MetaHeaders(params.HeaderModel):
+    """Header parameters read from `request.META`. ninja reads them from `request.headers`,
+    which Django builds by parsing the name of every header of the request, to find one."""
+
+    @classmethod
+    def get_request_data(cls, request: HttpRequest, api: Any, path_params: Any) -> dict[str, str]:
+        meta = request.META
+        data = {}
+        for name in cls.__ninja_flatten_map__:
+            key = name.upper().replace("-", "_")
+            value = meta.get(key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}")
+            if value is not None:
+                data[name] = value
+        return data
+
+
+class Header(params.Header):
+    """ninja's `Header(...)` parameter, read as `_MetaHeaders` reads it (the class keeps ninja's
+    name: ninja calls the parameter's source by it, `in: header` in the document)."""
+
+    _model = _MetaHeaders
 
 
 class _Anonymous:
