@@ -70,6 +70,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_path):
             capture_output=True,
             text=True,
             timeout=480,
+            cwd=tmp_path,  # its cache (.schemathesis/) stays out of the checkout
             env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
         )
         output = result.stdout + result.stderr
